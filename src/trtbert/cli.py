@@ -1,0 +1,78 @@
+"""The ``trtbert`` command line: a click group whose commands map flags onto options and format results.
+
+User errors (:class:`TrtbertError`) become one line on stderr and exit status 1; anything else is a bug
+and keeps its traceback. Command bodies stay a few lines: the work lives in the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trtbert import __version__
+from trtbert.errors import TrtbertError
+from trtbert.sizes import format_size
+
+
+class _Group(click.Group):
+    """Click group that turns :class:`TrtbertError` into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TrtbertError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="trtbert")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Run BERT-family classifiers layer by layer under a memory cap, with early exit."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("trtbert").setLevel(min(level, logging.INFO))
+
+
+# --- commands -----------------------------------------------------------------------------------
+# Each command imports its module inside its body, so `trtbert --help` needs no heavy package.
+
+
+@main.command()
+@click.option("--model", required=True, help="Hugging Face id, alias (bert-base, minilm, ...) or checkpoint directory.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (17 keeps LayerNorm one op).")
+@click.option("--exits", default="all", show_default=True, help="Layers with exit heads: all, none or 3,6,9.")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max abs difference against PyTorch.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle.")
+def export(model: str, out: Path, opset: int, exits: str, tolerance: float, overwrite: bool) -> None:
+    """Split MODEL into per-layer ONNX stages with exit heads, validate them, write a bundle."""
+    from trtbert.exporter.export import ExportOptions, export_bundle, parse_exits
+
+    options = ExportOptions(model=model, out=out, opset=opset, exits=parse_exits(exits),
+                            overwrite=overwrite, tolerance=tolerance)
+    result = export_bundle(options)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"{'stage':<12} {'file':<24} {'MiB':>8} {'max|diff|':>10}")
+    for s in result.stages:
+        click.echo(f"{s.name:<12} {s.file:<24} {s.nbytes / 2**20:>8.2f} {s.max_diff:>10.1e}")
+    chain = ", ".join(f"{k}: {v:.1e}" for k, v in result.chain_diffs.items())
+    click.echo(f"exits at layers {list(result.exit_layers)}; end-to-end max|diff| vs transformers {{{chain}}}")
+    click.echo(f"wrote {result.bundle} ({format_size(result.total_bytes)}) in {result.seconds:.1f} s")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file's sha256.")
+def inspect(bundle: Path, verify: bool) -> None:
+    """Show a bundle's manifest: model, stages, sizes, exit heads and engine sets."""
+    from trtbert.bundle import load_bundle
+    from trtbert.inspect import describe
+
+    click.echo(describe(load_bundle(bundle, verify="full" if verify else "sizes")))

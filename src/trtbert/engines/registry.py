@@ -1,0 +1,46 @@
+"""Backend registry: turn an engine set of a bundle into one :class:`Engine` per stage file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from trtbert.bundle import SOURCE_SET, Bundle, EngineSet, Stage
+from trtbert.engines.base import Engine
+from trtbert.errors import EngineError
+
+EngineFactory = Callable[[Bundle, EngineSet, Stage, dict[str, Any]], Engine]
+
+
+def _ort_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
+    from trtbert.engines.ort import OrtEngine, OrtOptions
+
+    fields = set(OrtOptions.__dataclass_fields__)
+    recorded = {k: v for k, v in engines.options.items() if k in fields}
+    if engines.name != SOURCE_SET:
+        recorded.setdefault("optimization", "disable")  # built sets are optimised offline
+    options = OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
+    return OrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs, options)
+
+
+def _tensorrt_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
+    from trtbert.engines.tensorrt import TrtEngine
+
+    return TrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs)
+
+
+BACKENDS: dict[str, EngineFactory] = {"ort": _ort_factory, "tensorrt": _tensorrt_factory}
+
+
+def create_engine(bundle: Bundle, engines: EngineSet, stage: Stage, **overrides: Any) -> Engine:
+    """The engine of ``stage`` in engine set ``engines`` (not loaded yet)."""
+    try:
+        factory = BACKENDS[engines.backend]
+    except KeyError:
+        raise EngineError(
+            f"engine set {engines.name!r} uses backend {engines.backend!r}, which this trtbert does not know "
+            f"(known: {', '.join(BACKENDS)})"
+        ) from None
+    if stage.name not in engines.stage_files:
+        raise EngineError(f"engine set {engines.name!r} has no engine for stage {stage.name}; rebuild it")
+    return factory(bundle, engines, stage, overrides)

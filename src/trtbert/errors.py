@@ -1,0 +1,45 @@
+"""One exception root for user errors.
+
+Anything raised as a :class:`TrtbertError` is the user's to fix (bad input, missing file, a cap too
+small); the CLI prints its message as one line and exits with status 1. Any other exception is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TrtbertError(Exception):
+    """A user-facing error: the message says what is wrong and how to fix it."""
+
+
+class BundleError(TrtbertError):
+    """A bundle is missing, partial, corrupted or of an unsupported format version."""
+
+
+class ModelError(TrtbertError):
+    """A model cannot be resolved, loaded or is of an unsupported family."""
+
+
+class ExportError(TrtbertError):
+    """Export failed, including a stage that does not match PyTorch within tolerance."""
+
+
+class EngineError(TrtbertError):
+    """An engine backend is missing, cannot build a precision, or an engine cannot be used."""
+
+
+class MemoryCapError(TrtbertError):
+    """A memory cap that cannot be honoured (e.g. below the largest stage)."""
+
+
+class DataError(TrtbertError):
+    """Task data is missing or malformed, or a task is unknown."""
+
+
+class UsageError(TrtbertError):
+    """An option value that cannot be parsed (a size, an exit rule, a list of layers)."""
+
+
+def missing_extra(module: str, extra: str) -> TrtbertError:
+    """Error for an optional dependency that is not installed, naming the pip extra that brings it."""
+    return TrtbertError(f"{module} is not installed; install it with: pip install 'trtbert[{extra}]'")
