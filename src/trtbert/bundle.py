@@ -327,6 +327,25 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_writable(target: Path, overwrite: bool = False, need_bytes: int = 0) -> None:
+    """Fail early, before any heavy work, if ``target`` cannot be written (exists, no permission, no space)."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise BundleError(f"{target} already exists; pass --overwrite to replace it")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise BundleError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(parent).free
+    if need_bytes and free < need_bytes:
+        raise BundleError(
+            f"not enough disk space in {parent}: {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed"
+        )
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success rename it to ``target``.
@@ -334,14 +353,9 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     On any error (or interrupt) the temporary directory is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise BundleError(f"{target} already exists; pass --overwrite to replace it")
+    check_writable(target, overwrite)
     parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise BundleError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         yield tmp
         if target.exists():

@@ -102,12 +102,12 @@ def export_bundle(options: ExportOptions) -> ExportResult:
             f"opset {options.opset} cannot be produced by the installed torch exporter "
             f"(supported: {MIN_OPSET}-{_max_opset()}); use --opset {DEFAULT_OPSET}"
         )
-    if options.out.exists() and not options.overwrite:
-        raise ExportError(f"{options.out} already exists; pass --overwrite to replace it")
+    B.check_writable(options.out, options.overwrite)
     source = resolve_model(options.model)
     config = load_pretrained(AutoConfig, options.model)
     spec = get_spec(config.model_type)
     torch.manual_seed(options.seed)
+    _quiet_transformers()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, loading_info = load_pretrained(
@@ -126,6 +126,8 @@ def export_bundle(options: ExportOptions) -> ExportResult:
 
     from trtbert.exporter.writer import BundleWriter
 
+    params = sum(p.numel() for p in model.parameters())
+    B.check_writable(options.out, options.overwrite, need_bytes=int(params * 4 * 1.1))
     with B.atomic_directory(options.out, overwrite=options.overwrite) as tmp, torch.inference_mode():
         writer = BundleWriter(tmp, model, spec, options.opset, options.tolerance)
         writer.write_tokenizer(tokenizer)
@@ -211,6 +213,14 @@ def _model_info(config: Any, spec: Any, source: str, tokenizer: Any) -> B.ModelI
         uses_token_type_ids=spec.uses_token_type_ids,
         pad_token_id=int(config.pad_token_id if config.pad_token_id is not None else 0),
     )
+
+
+def _quiet_transformers() -> None:
+    """transformers' own progress bars and advisories would drown the export's table."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _transformers_version() -> str:
