@@ -56,9 +56,7 @@ def export(model: str, out: Path, opset: int, exits: str, tolerance: float, over
 
     options = ExportOptions(model=model, out=out, opset=opset, exits=parse_exits(exits),
                             overwrite=overwrite, tolerance=tolerance)
-    result = export_bundle(options)
-    for note in result.notes:
-        click.echo(f"note: {note}")
+    result = export_bundle(options)  # notes (untrained classifier, no exit heads) are logged as warnings
     click.echo(f"{'stage':<12} {'file':<24} {'MiB':>8} {'max|diff|':>10}")
     for s in result.stages:
         click.echo(f"{s.name:<12} {s.file:<24} {s.nbytes / 2**20:>8.2f} {s.max_diff:>10.1e}")
@@ -76,3 +74,42 @@ def inspect(bundle: Path, verify: bool) -> None:
     from trtbert.inspect import describe
 
     click.echo(describe(load_bundle(bundle, verify="full" if verify else "sizes")))
+
+
+@main.command()
+@click.option("--model", required=True, help="HF id, alias (minilm, bert-base ...) or checkpoint directory.")
+@click.option("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="GLUE data in the glue_data/<TASK>/*.tsv layout (default: HF datasets, needs network).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint directory to write.")
+@click.option("--objective", type=click.Choice(["joint", "two-stage", "heads-only", "distill"]), default="joint",
+              show_default=True, help="How backbone and exit heads are trained.")
+@click.option("--readout", type=click.Choice(["mean", "pooler", "layer-pooler"]), default="mean",
+              show_default=True, help="What each exit head reads from its layer.")
+@click.option("--epochs", default=3, show_default=True, type=int)
+@click.option("--lr", default=5e-5, show_default=True, type=float, help="Backbone + classifier learning rate.")
+@click.option("--head-lr", default=1e-3, show_default=True, type=float, help="Exit heads' learning rate.")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--max-seq-len", default=128, show_default=True, type=int)
+@click.option("--limit", default=None, type=int, help="Use the first N training rows.")
+@click.option("--eval-limit", default=None, type=int, help="Use the first N dev rows.")
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--no-heads", is_flag=True, help="Plain fine-tuning without exit heads (the baseline).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def train(model: str, task: str, data_dir: Path | None, out: Path, objective: str, readout: str, epochs: int,
+          lr: float, head_lr: float, batch_size: int, max_seq_len: int, limit: int | None,
+          eval_limit: int | None, seed: int, no_heads: bool, overwrite: bool) -> None:
+    """Fine-tune MODEL on a GLUE task with an exit head per layer; write a HF checkpoint + heads."""
+    from trtbert.train import TrainOptions
+    from trtbert.train import train as run_training
+
+    options = TrainOptions(model=model, task=task, out=out, data_dir=data_dir, objective=objective,
+                           readout=readout, heads=not no_heads, epochs=epochs, lr=lr, head_lr=head_lr,
+                           batch_size=batch_size, max_seq_len=max_seq_len, limit=limit,
+                           eval_limit=eval_limit, seed=seed, overwrite=overwrite)
+    result = run_training(options)
+    click.echo(f"{'layer':>5} {result.metric + ' (best epoch ' + str(result.best_epoch) + ')':>28}")
+    for layer, value in enumerate(result.best, start=1):
+        click.echo(f"{layer:>5} {'-' if value is None else f'{value:.2f}':>28}")
+    click.echo(f"wrote {result.out}: {result.train_examples} train / {result.eval_examples} dev examples, "
+               f"{result.seconds:.0f} s")

@@ -71,6 +71,11 @@ def _use_global_pool(ort: Any, threads: int) -> bool:
         return True
 
 
+def uses_global_pool() -> bool:
+    """Whether CPU sessions of this process share ONNX Runtime's global thread pool (then every session must)."""
+    return bool(_global_pool_threads and _global_pool_threads > 0)
+
+
 def session_options(options: OrtOptions) -> Any:
     """SessionOptions for one stage session."""
     import onnxruntime as ort

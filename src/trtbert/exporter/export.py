@@ -123,6 +123,8 @@ def export_bundle(options: ExportOptions) -> ExportResult:
                      "fine-tune it with trtbert train before trusting its predictions")
     num_layers = spec.num_layers(config)
     exit_layers, head_of = _choose_exits(options.exits, heads, num_layers, notes)
+    for note in notes:
+        log.warning(note)
 
     from trtbert.exporter.writer import BundleWriter
 
@@ -182,8 +184,6 @@ def _choose_exits(
             )
         chosen = set(wanted)
     chosen.discard(num_layers)
-    for note in notes:
-        log.warning(note)
     head_of = {layer: heads.head(layer) for layer in sorted(chosen)}
     return (*sorted(chosen), num_layers), head_of
 
