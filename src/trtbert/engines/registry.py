@@ -19,6 +19,8 @@ def _ort_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: di
     recorded = {k: v for k, v in engines.options.items() if k in fields}
     if engines.name != SOURCE_SET:
         recorded.setdefault("optimization", "disable")  # built sets are optimised offline
+    if recorded.get("trt_cache_dir"):  # recorded relative to the bundle, so the bundle can move
+        recorded["trt_cache_dir"] = str(bundle.path(recorded["trt_cache_dir"]))
     options = OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
     return OrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs, options)
 
@@ -29,7 +31,22 @@ def _tensorrt_factory(bundle: Bundle, engines: EngineSet, stage: Stage, override
     return TrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs)
 
 
-BACKENDS: dict[str, EngineFactory] = {"ort": _ort_factory, "tensorrt": _tensorrt_factory}
+def _streamed_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
+    from trtbert.engines.ort import OrtOptions
+    from trtbert.engines.streamed import StreamedEngine
+
+    fields = set(OrtOptions.__dataclass_fields__)
+    recorded = {k: v for k, v in engines.options.items() if k in fields}
+    options = OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
+    path = bundle.path(engines.stage_files[stage.name])
+    return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, options)
+
+
+BACKENDS: dict[str, EngineFactory] = {
+    "ort": _ort_factory,
+    "ort-stream": _streamed_factory,
+    "tensorrt": _tensorrt_factory,
+}
 
 
 def create_engine(bundle: Bundle, engines: EngineSet, stage: Stage, **overrides: Any) -> Engine:

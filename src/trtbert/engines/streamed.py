@@ -1,0 +1,181 @@
+"""Streamed ONNX Runtime engines: one shared session per graph structure, weights fed as inputs.
+
+Creating an InferenceSession per stage per inference costs ~20 ms a layer (DESIGN.md), more than a
+layer's compute at short inputs. Every BERT layer has the same structure, so a build step turns each
+stage graph into
+
+- a *template*: the graph with its weights turned into inputs (identical layers share one template,
+  deduplicated by content hash; its session holds no weights and is created once), and
+- a *weights file* per stage: a small JSON header and the stage's tensors, 64-byte aligned.
+
+Loading a stage then only reads its weights into memory (what the pool counts); unloading drops
+them. Any ORT stage graph works, fp32 or int8, so a streamed set can be derived from any ORT set.
+
+Weights-file layout: ``b"TRTBW001"``, an 8-byte little-endian header length, the UTF-8 JSON header
+``{"template": "<file>", "tensors": [{"name", "dtype", "shape", "offset", "nbytes"}]}`` and the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trtbert.bundle import TensorSpec
+from trtbert.engines.base import Engine
+from trtbert.engines.ort import OrtOptions, provider_list, session_options
+from trtbert.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"TRTBW001"
+ALIGN = 64
+WEIGHT_PREFIX = "w"
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def split_weights(onnx_path: Path, out_dir: Path, stage: str) -> tuple[str, str]:
+    """Write a stage's template (deduplicated) and weights file into ``out_dir``.
+
+    Every initializer that is not an int64 constant (shapes, axes) becomes a graph input named
+    ``w000``, ``w001`` ... in initializer order. Returns (template file name, weights file name).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    moved = [init for init in graph.initializer if init.data_type != onnx.TensorProto.INT64]
+    renames = {init.name: f"{WEIGHT_PREFIX}{i:03d}" for i, init in enumerate(moved)}
+    arrays = [(renames[init.name], numpy_helper.to_array(init)) for init in moved]
+    kept = [init for init in graph.initializer if init.name not in renames]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for output in graph.output:
+        if output.name in renames:  # pragma: no cover - a graph returning a weight as is
+            raise EngineError(f"{onnx_path}: output {output.name} is a weight; cannot stream it")
+    for name, array in arrays:
+        graph.input.append(onnx.helper.make_tensor_value_info(
+            name, onnx.helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+    for i, node in enumerate(graph.node):  # node names carry the source layer's path: normalise them
+        node.name = f"n{i}"
+    graph.name = "stage"
+    template = model.SerializeToString(deterministic=True)
+    template_name = f"template_{hashlib.sha256(template).hexdigest()[:12]}.onnx"
+    if not (out_dir / template_name).exists():
+        (out_dir / template_name).write_bytes(template)
+    weights_name = f"{stage}.weights"
+    _write_weights(out_dir / weights_name, template_name, arrays)
+    return template_name, weights_name
+
+
+def _write_weights(path: Path, template: str, arrays: list[tuple[str, np.ndarray]]) -> None:
+    entries, offset = [], 0
+    for name, array in arrays:
+        entries.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape),
+                        "offset": offset, "nbytes": int(array.nbytes)})
+        offset = _align(offset + array.nbytes)
+    header = json.dumps({"template": template, "tensors": entries}).encode("utf-8")
+    start = _align(len(MAGIC) + 8 + len(header))
+    with open(path, "wb") as fh:
+        fh.write(MAGIC + struct.pack("<Q", len(header)) + header)
+        for entry, (_, array) in zip(entries, arrays):
+            fh.seek(start + entry["offset"])
+            fh.write(np.ascontiguousarray(array).tobytes())
+        fh.truncate(start + offset)
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a weights file and where its data starts."""
+    with open(path, "rb") as fh:
+        magic = fh.read(len(MAGIC))
+        if magic != MAGIC:
+            raise EngineError(f"{path} is not a trtbert weights file; rebuild the engine set")
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length).decode("utf-8"))
+    return header, _align(len(MAGIC) + 8 + length)
+
+
+class _Templates:
+    """Process-wide cache of template sessions (no weights: a few hundred KiB each)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, OrtOptions], Any] = {}
+
+    def get(self, path: Path, options: OrtOptions) -> Any:
+        import onnxruntime as ort
+
+        key = (str(path), options)
+        with self._lock:
+            if key not in self._sessions:
+                try:
+                    self._sessions[key] = ort.InferenceSession(
+                        str(path), sess_options=session_options(options), providers=provider_list(options))
+                except EngineError:
+                    raise
+                except Exception as exc:
+                    raise EngineError(f"cannot load template {path}: {str(exc).splitlines()[0]}") from None
+            return self._sessions[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+
+TEMPLATES = _Templates()
+
+
+class StreamedEngine(Engine):
+    """A stage whose weights are read from its weights file on load and fed to a shared template session."""
+
+    backend = "ort-stream"
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        options: OrtOptions | None = None,
+    ) -> None:
+        super().__init__(path, name, inputs, outputs)
+        self.options = options or OrtOptions()
+        self._weights: dict[str, np.ndarray] = {}
+        self._session: Any = None
+        self._output_names = [t.name for t in outputs]
+
+    def _load(self) -> None:
+        header, start = read_header(self.path)
+        self._session = TEMPLATES.get(self.path.parent / header["template"], self.options)
+        buffer = np.empty(self.file_size - start, dtype=np.uint8)
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            if fh.readinto(memoryview(buffer)) != buffer.nbytes:
+                raise EngineError(f"{self.path} is truncated; rebuild the engine set")
+        weights = {}
+        for t in header["tensors"]:
+            raw = buffer[t["offset"]: t["offset"] + t["nbytes"]]
+            weights[t["name"]] = raw.view(np.dtype(t["dtype"])).reshape(t["shape"])
+        self._weights = weights
+
+    def _unload(self) -> None:
+        self._weights = {}
+        self._session = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._session.run(self._output_names, {**feeds, **self._weights})
+        return dict(zip(self._output_names, values))
