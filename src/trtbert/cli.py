@@ -113,3 +113,38 @@ def train(model: str, task: str, data_dir: Path | None, out: Path, objective: st
         click.echo(f"{layer:>5} {'-' if value is None else f'{value:.2f}':>28}")
     click.echo(f"wrote {result.out}: {result.train_examples} train / {result.eval_examples} dev examples, "
                f"{result.seconds:.0f} s")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
+              help="ONNX Runtime (anywhere) or TensorRT through Polygraphy (NVIDIA GPU / Jetson).")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider the set is optimised for.")
+@click.option("--fp16", "precision", flag_value="fp16",
+              help="Half precision (GPU providers; the default of --backend tensorrt, else fp32).")
+@click.option("--int8", "precision", flag_value="int8", help="Dynamic int8 quantisation (ONNX Runtime CPU).")
+@click.option("--name", default=None, help="Engine set name (default: ort-cpu-fp32, ort-cpu-int8, trt-fp16 ...).")
+@click.option("--max-batch", default=8, show_default=True, type=int, help="TensorRT profile: largest batch.")
+@click.option("--max-seq-len", default=None, type=int, help="TensorRT profile: longest input (default: the model's).")
+@click.option("--workspace", default="256MiB", show_default=True, help="TensorRT workspace memory pool limit.")
+@click.option("--trt-cache", is_flag=True, help="ONNX Runtime's TensorRT provider: keep an engine cache in the set.")
+@click.option("--overwrite", is_flag=True, help="Rebuild an existing engine set.")
+def build(bundle: Path, backend: str, provider: str, precision: str | None, name: str | None, max_batch: int,
+          max_seq_len: int | None, workspace: str, trt_cache: bool, overwrite: bool) -> None:
+    """Build an engine set of BUNDLE, check every stage against its ONNX stage, record it in the manifest."""
+    from trtbert.engines.build import BuildOptions, build_engines, format_checks
+    from trtbert.sizes import parse_size
+
+    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    options = BuildOptions(bundle=bundle, backend=backend, provider=provider, precision=precision,
+                           name=name, max_batch=max_batch, max_seq_len=max_seq_len,
+                           workspace=parse_size(workspace) or 256 << 20, trt_cache=trt_cache,
+                           overwrite=overwrite, progress=True)
+    result = build_engines(options)
+    click.echo(format_checks(result.stages))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"built {result.name} ({result.backend} {result.precision}) in {result.bundle}: "
+               f"{format_size(result.total_bytes)} (ONNX stages {format_size(result.source_bytes)}) "
+               f"in {result.seconds:.1f} s")
