@@ -1,14 +1,14 @@
 """ONNX Runtime engines: one InferenceSession per stage, created on load and released on unload.
 
 Providers: ``cpu`` (always), ``cuda`` and ``tensorrt`` where the installed onnxruntime has them.
-Many sessions live in one process, so they share one global thread pool where ONNX Runtime allows
-it and never spin-wait (DESIGN.md: 14 spinning per-session pools ran 3x slower).
+Many sessions live in one process, so their thread pools never spin-wait (DESIGN.md: 14 spinning
+per-session pools ran 3x slower). ONNX Runtime's global thread pool is not used: once it exists,
+every session in the process must opt into it, which breaks any other library's sessions.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,6 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 OPT_LEVELS = ("disable", "basic", "extended", "all")
-
-_pool_lock = threading.Lock()
-_global_pool_threads: int | None = None
-
 
 @dataclass(frozen=True)
 class OrtOptions:
@@ -53,29 +49,6 @@ def available_providers() -> list[str]:
     return [short for short, full in PROVIDERS.items() if full in have]
 
 
-def _use_global_pool(ort: Any, threads: int) -> bool:
-    """Create ONNX Runtime's global thread pool once (before the first session); False if impossible."""
-    global _global_pool_threads
-    with _pool_lock:
-        if _global_pool_threads is not None:
-            return _global_pool_threads == threads
-        try:
-            from onnxruntime.capi import _pybind_state
-
-            _pybind_state.set_global_thread_pool_sizes(threads, 1)
-        except (ImportError, AttributeError, RuntimeError) as exc:  # older onnxruntime, or env already made
-            log.debug("no global ONNX Runtime thread pool: %s", exc)
-            _global_pool_threads = -1
-            return False
-        _global_pool_threads = threads
-        return True
-
-
-def uses_global_pool() -> bool:
-    """Whether CPU sessions of this process share ONNX Runtime's global thread pool (then every session must)."""
-    return bool(_global_pool_threads and _global_pool_threads > 0)
-
-
 def session_options(options: OrtOptions) -> Any:
     """SessionOptions for one stage session."""
     import onnxruntime as ort
@@ -93,11 +66,8 @@ def session_options(options: OrtOptions) -> Any:
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if options.provider == "cpu" and _use_global_pool(ort, options.threads):
-        so.use_per_session_threads = False
-    else:
-        so.intra_op_num_threads = options.threads
-        so.inter_op_num_threads = 1
+    so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1
     return so
 
 

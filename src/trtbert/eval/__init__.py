@@ -1,0 +1,1 @@
+"""Evaluation: GLUE metric, latency, memory and exit analysis of a bundle; sweeps and calibration."""
