@@ -148,3 +148,104 @@ def build(bundle: Path, backend: str, provider: str, precision: str | None, name
     click.echo(f"built {result.name} ({result.backend} {result.precision}) in {result.bundle}: "
                f"{format_size(result.total_bytes)} (ONNX stages {format_size(result.source_bytes)}) "
                f"in {result.seconds:.1f} s")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "file", type=click.Path(path_type=Path), default=None,
+              help="TSV file: one text per line, or two tab-separated columns (pairs).")
+@click.option("--engines", default="onnx", show_default=True, help="Engine set to run (onnx: the exported graphs).")
+@click.option("--memory-cap", default="unlimited", show_default=True,
+              help="Most bytes of stage engines resident at once, e.g. 64MiB.")
+@click.option("--exit", "exit_rule", default="default", show_default=True,
+              help="Exit rule: none, entropy:T, confidence:P, patience:K[,EPS], patience-confidence:K,P, "
+                   "max-layers:N, budget:MS; default: the bundle's policy (else none).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0), help="0: one per core.")
+@click.option("--no-prefetch", is_flag=True, help="Do not load the next stage while the current one runs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
+@click.option("--stats", "show_stats", is_flag=True, help="Print pool statistics and peak RSS to stderr.")
+def run(bundle: Path, texts: tuple[str, ...], file: Path | None, engines: str, memory_cap: str, exit_rule: str,
+        batch_size: int, threads: int, no_prefetch: bool, as_json: bool, show_stats: bool) -> None:
+    """Classify TEXT... (or the lines of --file) with BUNDLE, layer by layer under a memory cap."""
+    import json
+
+    from trtbert.engines.base import peak_rss
+    from trtbert.errors import UsageError
+    from trtbert.runtime.runner import Runner
+    from trtbert.runtime.text import read_tsv
+    from trtbert.sizes import parse_size
+
+    if bool(texts) == (file is not None):
+        raise UsageError("give either TEXT arguments or --file PATH (one of them)")
+    inputs = read_tsv(file) if file is not None else list(texts)
+    cap = parse_size(memory_cap)
+    with Runner.from_bundle(bundle, engines=engines, memory_cap=cap, exit=exit_rule, threads=threads,
+                            prefetch=not no_prefetch) as runner:
+        predictions = runner.predict(inputs, batch_size=batch_size)
+        stats = runner.stats()
+    layers = runner.bundle.manifest.model.num_layers
+    for p in predictions:
+        if as_json:
+            record: dict[str, Any] = {"text": p.text}
+            if p.text_b is not None:
+                record["text_b"] = p.text_b
+            probs = None if p.probabilities is None else dict(zip(runner.labels, p.probabilities))
+            record.update(label=p.label, probabilities=probs, exit_layer=p.exit_layer)
+            if p.value is not None:
+                record["value"] = p.value
+            click.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            answer = f"{p.value:.4f}" if p.value is not None else f"{p.label}\t{max(p.probabilities or (0.0,)):.4f}"
+            text = p.text if p.text_b is None else f"{p.text} ||| {p.text_b}"
+            click.echo(f"{answer}\texit {p.exit_layer}/{layers}\t{text}")
+    if show_stats:
+        click.echo(f"pool: cap {format_size(stats.memory_cap)}, peak {format_size(stats.peak_bytes)}, "
+                   f"{stats.loads} loads ({stats.load_seconds:.2f} s), {stats.evictions} evictions, "
+                   f"pinned {', '.join(stats.pinned) or '-'}; peak RSS {format_size(peak_rss())}", err=True)
+
+
+@main.command(name="eval")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="glue_data directory (<DIR>/<TASK>/dev.tsv).")
+@click.option("--split", default="dev", show_default=True, help="Split to report (MNLI dev reports matched and mismatched).")
+@click.option("--engines", default="onnx", show_default=True, help="Engine set of the bundle.")
+@click.option("--exit", "exit_rule", default=None, help="Exit rule; default: the bundle's calibrated policy, else none.")
+@click.option("--memory-cap", default="unlimited", show_default=True, help="Bytes of engines resident at once.")
+@click.option("--batch-size", default=1, show_default=True, help="Rows per batch (latency is per example).")
+@click.option("--limit", type=int, help="Evaluate only the first N examples.")
+@click.option("--threads", default=0, show_default=True, help="Intra-op threads (0: one per core).")
+@click.option("--sweep", "sweeps", multiple=True, help="RULE:V1,V2,... evaluated from one full pass (repeatable).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write the speed-accuracy plot (PNG).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option("--calibrate", is_flag=True, help="Choose the rule and threshold; write it into the bundle.")
+@click.option("--max-drop", default=0.5, show_default=True, help="Points of metric calibration may lose.")
+@click.option("--calibration-split", default="train", show_default=True,
+              help="Split to calibrate on (its last --calibration-limit rows), or dev-half.")
+@click.option("--calibration-limit", default=2000, show_default=True, help="Rows of the calibration split.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_(bundle: Path, task: str, data_dir: Path | None, split: str, engines: str, exit_rule: str | None,
+          memory_cap: str, batch_size: int, limit: int | None, threads: int, sweeps: tuple[str, ...],
+          plot_path: Path | None, json_path: Path | None, calibrate: bool, max_drop: float,
+          calibration_split: str, calibration_limit: int, quiet: bool) -> None:
+    """Evaluate BUNDLE on a GLUE task: metric, latency, peak memory and exits, against the full model."""
+    from trtbert.eval.evaluate import EvalOptions, evaluate
+    from trtbert.eval.report import check_output, format_report, plot, write_json
+
+    check_output(json_path)
+    check_output(plot_path)
+    options = EvalOptions(
+        bundle=bundle, task=task, data_dir=data_dir, split=split, engines=engines, exit=exit_rule,
+        memory_cap=memory_cap, batch_size=batch_size, limit=limit, threads=threads, sweeps=sweeps,
+        calibrate=calibrate, max_drop=max_drop, calibration_split=calibration_split,
+        calibration_limit=calibration_limit, progress=not quiet,
+    )
+    report = evaluate(options)
+    click.echo(format_report(report))
+    if json_path:
+        write_json(report, json_path)
+    if plot_path:
+        plot([report], plot_path)
+        click.echo(f"plot written to {plot_path}")
