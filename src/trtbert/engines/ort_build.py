@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbert.bundle import Stage
-from trtbert.engines.ort import PROVIDERS, OrtEngine, OrtOptions, provider_list, uses_global_pool
+from trtbert.engines.ort import PROVIDERS, OrtEngine, OrtOptions, provider_list
 from trtbert.errors import EngineError, missing_extra
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNorm
 
 
 def offline_session_options(options: OrtOptions) -> Any:
-    """SessionOptions for build-time sessions: per-session threads, unless this process already runs
-    ONNX Runtime's global pool (then every session must use it), so building never creates that pool."""
+    """SessionOptions for build-time sessions (per-session threads, no spinning)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -43,10 +42,7 @@ def offline_session_options(options: OrtOptions) -> Any:
     }[options.optimization]
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if uses_global_pool():
-        so.use_per_session_threads = False
-    else:
-        so.intra_op_num_threads = options.threads
+    so.intra_op_num_threads = options.threads
     return so
 
 
