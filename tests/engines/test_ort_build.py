@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 
 from trtbert import bundle as B
-from trtbert.engines.ort_build import BuildCheckEngine, OrtBuilder, convert_fp16, quantize_int8
-from trtbert.engines.ort import OrtOptions
+from trtbert.engines.ort import OrtEngine, OrtOptions
+from trtbert.engines.ort_build import OrtBuilder, convert_fp16, quantize_int8
 from trtbert.engines.registry import create_engine
 
 
@@ -20,7 +20,7 @@ def _layer(bundle: Path) -> tuple[B.Bundle, B.Stage]:
 
 
 def _run(path: Path, stage: B.Stage, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    with BuildCheckEngine(path, stage.name, stage.inputs, stage.outputs, OrtOptions(optimization="disable")) as e:
+    with OrtEngine(path, stage.name, stage.inputs, stage.outputs, OrtOptions(optimization="disable")) as e:
         return e.infer(feeds)[B.HIDDEN_OUT]
 
 

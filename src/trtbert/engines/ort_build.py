@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbert.bundle import Stage
-from trtbert.engines.ort import PROVIDERS, OrtEngine, OrtOptions, provider_list
+from trtbert.engines.ort import PROVIDERS, OrtEngine, OrtOptions, provider_list, session_options
 from trtbert.errors import EngineError, missing_extra
 
 log = logging.getLogger(__name__)
@@ -29,29 +29,12 @@ INT8_WEIGHTS = ("qint8", "quint8")
 FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization")
 
 
-def offline_session_options(options: OrtOptions) -> Any:
-    """SessionOptions for build-time sessions (per-session threads, no spinning)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[options.optimization]
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.intra_op_num_threads = options.threads
-    return so
-
-
 def optimize_model(src: Path, dst: Path, provider: str, level: str | None = None) -> None:
     """Run ONNX Runtime's graph optimiser for ``provider`` on ``src`` and save the result as ``dst``."""
     import onnxruntime as ort
 
     options = OrtOptions(provider=provider, optimization=level or OFFLINE_LEVEL[provider], threads=1)
-    so = offline_session_options(options)
+    so = session_options(options)
     so.optimized_model_filepath = str(dst)
     try:
         ort.InferenceSession(str(src), sess_options=so, providers=provider_list(options))
@@ -178,26 +161,8 @@ class OrtBuilder:
         cache = str(path.parent / Path(self.trt_cache_dir).name) if self.trt_cache_dir else None
         options = OrtOptions(provider=self.provider, optimization="disable", trt_cache_dir=cache,
                              trt_fp16=self.provider == "tensorrt" and self.precision == "fp16")
-        return BuildCheckEngine(path, stage.name, stage.inputs, stage.outputs, options)
+        return OrtEngine(path, stage.name, stage.inputs, stage.outputs, options)
 
     def close(self) -> None:
         """Nothing to release."""
 
-
-class BuildCheckEngine(OrtEngine):
-    """An :class:`OrtEngine` whose sessions use :func:`offline_session_options`.
-
-    A build only checks files; it must not create ONNX Runtime's process-wide thread pool, after which
-    every plain ``InferenceSession`` of the process (the exporter's, a test's) is refused.
-    """
-
-    def _load(self) -> None:
-        import onnxruntime as ort
-
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=offline_session_options(self.options),
-                                                 providers=provider_list(self.options))
-        except EngineError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise EngineError(f"cannot load {self.path}: {str(exc).splitlines()[0]}") from None

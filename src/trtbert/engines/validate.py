@@ -15,8 +15,7 @@ import numpy as np
 
 from trtbert import bundle as B
 from trtbert.engines.base import Engine
-from trtbert.engines.ort import OrtOptions
-from trtbert.engines.ort_build import BuildCheckEngine
+from trtbert.engines.ort import OrtEngine, OrtOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def reference_samples(bundle: B.Bundle) -> dict[str, StageSample]:
     hidden = {}  # layer depth -> hidden states after it, per sample
     collected: dict[str, tuple[list, list]] = {s.name: ([], []) for s in manifest.stages}
     engines: dict[str, Engine] = {
-        s.file: BuildCheckEngine(bundle.path(s.file), s.name, s.inputs, s.outputs, OrtOptions(threads=0))
+        s.file: OrtEngine(bundle.path(s.file), s.name, s.inputs, s.outputs, OrtOptions())
         for s in manifest.stages
     }
     try:
