@@ -129,9 +129,11 @@ def train(model: str, task: str, data_dir: Path | None, out: Path, objective: st
 @click.option("--max-seq-len", default=None, type=int, help="TensorRT profile: longest input (default: the model's).")
 @click.option("--workspace", default="256MiB", show_default=True, help="TensorRT workspace memory pool limit.")
 @click.option("--trt-cache", is_flag=True, help="ONNX Runtime's TensorRT provider: keep an engine cache in the set.")
+@click.option("--stream", is_flag=True,
+              help="CPU: one shared session per layer structure, weights read per stage (fast streaming under a cap).")
 @click.option("--overwrite", is_flag=True, help="Rebuild an existing engine set.")
 def build(bundle: Path, backend: str, provider: str, precision: str | None, name: str | None, max_batch: int,
-          max_seq_len: int | None, workspace: str, trt_cache: bool, overwrite: bool) -> None:
+          max_seq_len: int | None, workspace: str, trt_cache: bool, stream: bool, overwrite: bool) -> None:
     """Build an engine set of BUNDLE, check every stage against its ONNX stage, record it in the manifest."""
     from trtbert.engines.build import BuildOptions, build_engines, format_checks
     from trtbert.sizes import parse_size
@@ -140,7 +142,7 @@ def build(bundle: Path, backend: str, provider: str, precision: str | None, name
     options = BuildOptions(bundle=bundle, backend=backend, provider=provider, precision=precision,
                            name=name, max_batch=max_batch, max_seq_len=max_seq_len,
                            workspace=parse_size(workspace) or 256 << 20, trt_cache=trt_cache,
-                           overwrite=overwrite, progress=True)
+                           stream=stream, overwrite=overwrite, progress=True)
     result = build_engines(options)
     click.echo(format_checks(result.stages))
     for warning in result.warnings:

@@ -28,7 +28,9 @@ def parse_size(text: str) -> int | None:
 
 
 def format_size(nbytes: float | None) -> str:
-    """Format bytes as MiB with one decimal (``None`` is ``unlimited``)."""
+    """Format bytes as MiB with one decimal, KiB below 1 MiB (``None`` is ``unlimited``)."""
     if nbytes is None:
         return "unlimited"
+    if nbytes < 1024**2:
+        return f"{nbytes / 1024:.1f} KiB"
     return f"{nbytes / 1024**2:.1f} MiB"

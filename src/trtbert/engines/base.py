@@ -85,6 +85,7 @@ class Engine(abc.ABC):
             return
         if not self.path.is_file():
             raise EngineError(f"engine file {self.path} is missing; rebuild the engine set")
+        self._prepare()
         with _LOAD_LOCK:
             before = current_rss()
             start = time.perf_counter()
@@ -137,6 +138,9 @@ class Engine(abc.ABC):
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "unloaded"
         return f"{type(self).__name__}({self.name!r}, {self.path.name}, {state})"
+
+    def _prepare(self) -> None:
+        """Acquire what is shared with other engines (not counted in this engine's bytes)."""
 
     @abc.abstractmethod
     def _load(self) -> None: ...

@@ -48,6 +48,7 @@ class BuildOptions:
     workspace: int = 256 << 20
     trt_cache: bool = False
     int8_weights: str = "quint8"
+    stream: bool = False  # CPU: shared template sessions + per-stage weights files (engines/streamed.py)
     overwrite: bool = False
     progress: bool = False
 
@@ -103,7 +104,7 @@ def default_set_name(options: BuildOptions) -> str:
     """``ort-cpu-fp32``, ``ort-cpu-int8``, ``ort-cuda-fp16``, ``trt-fp16`` ..."""
     if options.backend == "tensorrt":
         return f"trt-{options.precision}"
-    return f"ort-{options.provider}-{options.precision}"
+    return f"ort-{options.provider}-{options.precision}" + ("-stream" if options.stream else "")
 
 
 def make_builder(options: BuildOptions, manifest: B.Manifest, name: str) -> StageBuilder:
@@ -128,6 +129,10 @@ def make_builder(options: BuildOptions, manifest: B.Manifest, name: str) -> Stag
         cache = f"{B.engine_dir(name)}/{TRT_CACHE_DIR}" if options.trt_cache else None
         builder = OrtBuilder(provider=options.provider, precision=options.precision,
                              int8_weights=options.int8_weights, trt_cache_dir=cache)
+        if options.stream:
+            from trtbert.engines.streamed import StreamedBuilder
+
+            builder = StreamedBuilder(builder)
     builder.check()
     return builder
 

@@ -22,6 +22,7 @@ import json
 import logging
 import struct
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,11 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def split_weights(onnx_path: Path, out_dir: Path, stage: str) -> tuple[str, str]:
-    """Write a stage's template (deduplicated) and weights file into ``out_dir``.
+def split_weights(onnx_path: Path, weights_path: Path) -> str:
+    """Write a stage's weights file and its template (deduplicated, beside it); returns the template name.
 
     Every initializer that is not an int64 constant (shapes, axes) becomes a graph input named
-    ``w000``, ``w001`` ... in initializer order. Returns (template file name, weights file name).
+    ``w000``, ``w001`` ... in initializer order.
     """
     import onnx
     from onnx import numpy_helper
@@ -75,11 +76,10 @@ def split_weights(onnx_path: Path, out_dir: Path, stage: str) -> tuple[str, str]
     graph.name = "stage"
     template = model.SerializeToString(deterministic=True)
     template_name = f"template_{hashlib.sha256(template).hexdigest()[:12]}.onnx"
-    if not (out_dir / template_name).exists():
-        (out_dir / template_name).write_bytes(template)
-    weights_name = f"{stage}.weights"
-    _write_weights(out_dir / weights_name, template_name, arrays)
-    return template_name, weights_name
+    if not (weights_path.parent / template_name).exists():
+        (weights_path.parent / template_name).write_bytes(template)
+    _write_weights(weights_path, template_name, arrays)
+    return template_name
 
 
 def _write_weights(path: Path, template: str, arrays: list[tuple[str, np.ndarray]]) -> None:
@@ -107,6 +107,51 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
         (length,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(length).decode("utf-8"))
     return header, _align(len(MAGIC) + 8 + length)
+
+
+@dataclass(frozen=True)
+class StreamedBuilder:
+    """Wraps the ONNX Runtime builder: build the stage as usual (fp32 optimised or int8), then split it
+    into a shared template and a weights file. CPU only: on a GPU, feeding weights per run would copy
+    them to the device on every inference."""
+
+    inner: Any  # engines.ort_build.OrtBuilder
+    backend = "ort-stream"
+    suffix = ".weights"
+
+    def check(self) -> None:
+        """Refuse what the inner builder refuses, and GPU providers."""
+        if self.inner.provider != "cpu":
+            raise EngineError(f"--stream is for the CPU provider (weights are fed from host memory), not "
+                              f"{self.inner.provider}")
+        self.inner.check()
+
+    def options(self) -> dict[str, Any]:
+        """The inner builder's options: templates are optimised offline, so sessions load with it off."""
+        return {**self.inner.options(), "streamed": True}
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that produced the files."""
+        return self.inner.versions()
+
+    def build(self, src: Path, dst: Path, stage: Any) -> None:
+        """Build ``src`` with the inner builder, then split it into ``dst`` (+ its template)."""
+        built = dst.with_suffix(".built.onnx")
+        try:
+            self.inner.build(src, built, stage)
+            split_weights(built, dst)
+        finally:
+            built.unlink(missing_ok=True)
+
+    def engine(self, path: Path, stage: Any) -> Engine:
+        """An engine to check the built stage with."""
+        fields = set(OrtOptions.__dataclass_fields__)
+        options = OrtOptions(**{k: v for k, v in self.options().items() if k in fields})
+        return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, options)
+
+    def close(self) -> None:
+        """Drop cached template sessions."""
+        TEMPLATES.clear()
 
 
 class _Templates:
@@ -156,11 +201,16 @@ class StreamedEngine(Engine):
         self.options = options or OrtOptions()
         self._weights: dict[str, np.ndarray] = {}
         self._session: Any = None
+        self._template: Any = None
         self._output_names = [t.name for t in outputs]
+
+    def _prepare(self) -> None:
+        header, _ = read_header(self.path)
+        self._template = TEMPLATES.get(self.path.parent / header["template"], self.options)
 
     def _load(self) -> None:
         header, start = read_header(self.path)
-        self._session = TEMPLATES.get(self.path.parent / header["template"], self.options)
+        self._session = self._template
         buffer = np.empty(self.file_size - start, dtype=np.uint8)
         with open(self.path, "rb") as fh:
             fh.seek(start)
