@@ -1,0 +1,101 @@
+"""The engine pool under a memory cap, with real ONNX Runtime engines on small bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TEXTS
+from trtbert.bundle import load_bundle
+from trtbert.errors import MemoryCapError
+from trtbert.runtime.exits import parse_rule
+from trtbert.runtime.runner import Runner
+from trtbert.sizes import format_size
+
+
+def _sizes(bundle: Path) -> dict[str, int]:
+    b = load_bundle(bundle, verify="none")
+    return {s.name: b.file_size(s.file) for s in b.manifest.stages}
+
+
+def _loaded(runner: Runner) -> set[str]:
+    """Stages (first user of each engine file) whose engine is loaded, seen from the engines themselves."""
+    return {e.name for e in runner.pool._engines.values() if e.loaded}
+
+
+def test_cap_below_largest_stage_is_refused(rt_bundles: dict[str, Path]) -> None:
+    sizes = _sizes(rt_bundles["bert"])
+    largest = max(sizes, key=sizes.get)
+    with pytest.raises(MemoryCapError) as err:
+        Runner.from_bundle(rt_bundles["bert"], memory_cap=sizes[largest] - 1)
+    message = str(err.value)
+    cap = format_size(sizes[largest] - 1)
+    assert message.startswith(f"memory cap {cap} is below {largest} ({format_size(sizes[largest])})")
+    assert "raise --memory-cap or build with --int8" in message and "\n" not in message
+
+
+def test_unlimited_keeps_everything_resident(rt_bundles: dict[str, Path]) -> None:
+    with Runner.from_bundle(rt_bundles["albert"]) as runner:  # ALBERT: 3 layers share one file
+        runner.predict(TEXTS, batch_size=4)
+        first = runner.stats()
+        runner.predict(TEXTS, batch_size=4)
+        second = runner.stats()
+        assert first.loads == 5  # embeddings, the shared layer, 3 heads: a shared file counts once
+        assert second.loads == first.loads and second.evictions == 0
+        assert set(second.resident) == {"embeddings", "layer_01", "head_01", "head_02", "head_03"}
+        assert set(second.resident) == _loaded(runner)
+    assert not any(e.loaded for e in runner.pool._engines.values())  # closed: every engine freed
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_cap_between_largest_and_total_streams_within_the_cap(wide_bundle: Path, prefetch: bool) -> None:
+    sizes = _sizes(wide_bundle)
+    layer = max(sizes.values())
+    cap = sizes["embeddings"] + layer * 2.6  # a running + a prefetched layer, and some slack
+    assert cap < sum(sizes.values())
+    with Runner.from_bundle(wide_bundle) as free:
+        want = [p.logits for p in free.predict(TEXTS, batch_size=3)]
+    with Runner.from_bundle(wide_bundle, memory_cap=int(cap), prefetch=prefetch) as runner:
+        for _ in range(2):
+            got = [p.logits for p in runner.predict(TEXTS, batch_size=3)]
+            assert np.abs(np.array(got) - np.array(want)).max() < 1e-5
+        stats = runner.stats()
+        assert stats.evictions > 0 and stats.peak_bytes <= cap and stats.over_cap == 0
+        assert set(stats.resident) == _loaded(runner) and stats.resident_bytes <= cap
+        # streaming needs room for one layer, or two with prefetch: what is left pins the earliest stages
+        assert stats.pinned == (("embeddings",) if prefetch else ("embeddings", "layer_01"))
+        if prefetch:
+            assert stats.prefetch_hits > 0
+
+
+def test_earliest_layers_are_pinned(wide_bundle: Path) -> None:
+    sizes = _sizes(wide_bundle)
+    layer = max(sizes.values())
+    cap = int(sizes["embeddings"] + layer * 3.5)  # room for layer_01 pinned + two streamed
+    with Runner.from_bundle(wide_bundle, memory_cap=cap) as runner:
+        for _ in range(3):
+            runner.predict(TEXTS, batch_size=4)
+        stats = runner.stats()
+    assert stats.pinned[:2] == ("embeddings", "layer_01")
+    assert stats.peak_bytes <= cap and stats.evictions > 0
+    # pinned engines load once; the streamed ones reload
+    assert stats.loads_by_stage["embeddings"] == stats.loads_by_stage["layer_01"] == 1
+    assert all(stats.loads_by_stage[f"layer_0{i}"] > 1 for i in (2, 3, 4))
+
+
+def test_prefetch_on_exit_leaves_nothing_unaccounted(wide_bundle: Path) -> None:
+    sizes = _sizes(wide_bundle)
+    cap = int(sizes["embeddings"] + max(sizes.values()) * 2.6)
+    with Runner.from_bundle(wide_bundle, memory_cap=cap) as runner:
+        runner.predict(TEXTS[:1])  # every layer loads once (and is measured): now they can be prefetched
+        runner.rule = parse_rule("max-layers:1")
+        before = runner.stats()
+        for _ in range(3):
+            assert {p.exit_layer for p in runner.predict(TEXTS[:2], batch_size=1)} == {1}
+            runner.pool.join_prefetch()  # a started prefetch finishes: then the books must balance
+            stats = runner.stats()
+            assert set(stats.resident) == _loaded(runner) and stats.resident_bytes <= cap
+        assert stats.peak_bytes <= cap
+        assert stats.prefetches > before.prefetches  # layer_02 was prefetched beside layer_01, then not used

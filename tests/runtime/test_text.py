@@ -1,0 +1,70 @@
+"""Tokenisation equals transformers' AutoTokenizer; bad input is refused; truncation warns once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TEXTS
+from trtbert.bundle import load_bundle
+from trtbert.errors import UsageError
+from trtbert.runtime.text import TextEncoder, normalise_inputs, read_tsv
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_matches_autotokenizer(rt_bundles: dict[str, Path], family: str) -> None:
+    from transformers import AutoTokenizer
+
+    bundle = load_bundle(rt_bundles[family])
+    encoder = TextEncoder.from_bundle(bundle)
+    reference = AutoTokenizer.from_pretrained(str(bundle.path("tokenizer")))
+    pairs = list(zip(TEXTS, reversed(TEXTS)))
+    for items in (TEXTS, pairs):
+        got = encoder.encode(items)
+        args = (TEXTS, list(reversed(TEXTS))) if items is pairs else (TEXTS,)
+        want = reference(*args, padding=True, truncation=True, max_length=bundle.manifest.model.max_positions,
+                         return_tensors="np")
+        assert np.array_equal(got.input_ids, want["input_ids"])
+        assert np.array_equal(got.attention_mask, want["attention_mask"])
+        assert np.array_equal(got.token_type_ids, want["token_type_ids"])
+        full = reference(*args)["input_ids"]  # no truncation
+        assert got.truncated.tolist() == [len(ids) > bundle.manifest.model.max_positions for ids in full]
+        assert got.truncated.any() and not got.truncated.all()
+
+
+def test_bad_inputs() -> None:
+    for bad, message in [([], "no input"), (["fine", "   "], "input 2 is empty"), ([""], "input 1 is empty"),
+                         (["a", ("b", "c")], "not a mix"), ([("a", " ")], "empty")]:
+        with pytest.raises(UsageError, match=message):
+            normalise_inputs(bad)
+    assert normalise_inputs("one text") == (["one text"], False)
+    assert normalise_inputs(("a", "b")) == ([("a", "b")], True)
+    assert normalise_inputs([["a", "b"]]) == ([("a", "b")], True)
+
+
+def test_truncation_warns_once_per_run(rt_bundles: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    from trtbert.runtime.runner import Runner
+
+    long = " ".join(TEXTS * 3)
+    with Runner.from_bundle(rt_bundles["bert"]) as runner, caplog.at_level(logging.WARNING, logger="trtbert"):
+        runner.predict([long, "the movie", long, long], batch_size=1)
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert warnings == ["3 of 4 inputs were longer than 64 tokens and were truncated"]
+
+
+def test_read_tsv(tmp_path: Path) -> None:
+    single = tmp_path / "single.tsv"
+    single.write_text("the movie\n\na dull film\n", encoding="utf-8")
+    assert read_tsv(single) == ["the movie", "a dull film"]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a\tb\nc\td\n", encoding="utf-8")
+    assert read_tsv(pairs) == [("a", "b"), ("c", "d")]
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("a\tb\nc\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="do not mix"):
+        read_tsv(mixed)
+    with pytest.raises(UsageError, match="cannot read"):
+        read_tsv(tmp_path / "missing.tsv")
