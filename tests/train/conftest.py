@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from models import SENTENCES
+
+WORDS = ["the movie was great and i loved it", "a dull , boring film with no story",
+         "what a wonderful day for a walk in the park", "i would not watch this again"]
 
 
 def write_glue(root: Path) -> Path:
@@ -22,8 +24,8 @@ def write_glue(root: Path) -> Path:
     stsb = root / "STS-B"
     stsb.mkdir(parents=True, exist_ok=True)
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-    pairs = [f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{a}\t{b}\t{(i % 6) * 1.0:.3f}"
-             for i, (a, b) in enumerate(zip(SENTENCES * 4, SENTENCES[1:] * 4 + SENTENCES[:1] * 4))]
+    pairs = [f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{a}\t{b}\t{(i % 4) * 1.5:.3f}"
+             for i, (a, b) in enumerate(zip(WORDS * 6, WORDS[1:] * 6 + WORDS[:1] * 6))]
     (stsb / "train.tsv").write_text("\n".join([header] + pairs) + "\n", encoding="utf-8")
     (stsb / "dev.tsv").write_text("\n".join([header] + pairs[:8]) + "\n", encoding="utf-8")
     return root
