@@ -69,3 +69,39 @@ def test_weights_file_is_checked(tmp_path: Path) -> None:
         engine.load()
     with pytest.raises(EngineError, match="not loaded"):
         engine.infer({})
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_streamed_set_runs_under_a_small_cap_like_the_source_set(
+    family: str, tiny_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from models import SENTENCES
+    from trtbert.engines.build import BuildOptions, build_engines
+    from trtbert.runtime.runner import Runner
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundles[family], root)
+    result = build_engines(BuildOptions(bundle=root, stream=True))
+    assert result.name == "ort-cpu-fp32-stream" and all(c.ok for c in result.stages)
+    engine_set = B.load_bundle(root).engine_set(result.name)
+    assert engine_set.backend == "ort-stream"
+    assert all(f.endswith(".weights") for f in engine_set.stage_files.values())
+    largest = max(B.load_bundle(root).file_size(f) for f in engine_set.stage_files.values())
+    with Runner.from_bundle(root) as source:
+        expected = source.layer_logits(SENTENCES)
+    with Runner.from_bundle(root, engines=result.name, memory_cap=largest * 2) as streamed:
+        got = streamed.layer_logits(SENTENCES)
+        stats = streamed.stats()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert stats.peak_bytes <= largest * 2
+    if family == "bert":
+        assert stats.evictions > 0  # the cap really streamed the layers
+
+
+def test_stream_is_cpu_only(tiny_bundles: dict[str, Path]) -> None:
+    from trtbert.engines.build import BuildOptions, build_engines
+
+    with pytest.raises(EngineError, match="--stream is for the CPU provider"):
+        build_engines(BuildOptions(bundle=tiny_bundles["bert"], provider="cuda", precision="fp16", stream=True))
