@@ -66,16 +66,17 @@ def tensorrt_versions() -> dict[str, str]:
 def profile_shapes(spec: TensorSpec, max_batch: int, max_seq: int, opt_batch: int, opt_seq: int
                    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(min, opt, max) of one input: axis 0 is the batch, axis 1 the sequence, others fixed."""
-    lo, opt, hi = [], [], []
+    ranges = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int) and dim > 0:
-            lo.append(dim), opt.append(dim), hi.append(dim)
+            ranges.append((dim, dim, dim))
         elif axis == 0:
-            lo.append(1), opt.append(opt_batch), hi.append(max_batch)
+            ranges.append((1, opt_batch, max_batch))
         elif axis == 1:
-            lo.append(1), opt.append(opt_seq), hi.append(max_seq)
+            ranges.append((1, opt_seq, max_seq))
         else:
             raise EngineError(f"input {spec.name} has a dynamic axis {axis} ({dim}); only batch and sequence may vary")
+    lo, opt, hi = zip(*ranges) if ranges else ((), (), ())
     return tuple(lo), tuple(opt), tuple(hi)
 
 
