@@ -9,6 +9,8 @@ run while unloaded. The runtime's pool is the only caller of ``load`` and ``unlo
 from __future__ import annotations
 
 import abc
+import ctypes
+import functools
 import logging
 import os
 import threading
@@ -34,6 +36,22 @@ def current_rss() -> int:
             return int(fh.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by an unloaded engine back to the OS (glibc keeps freed heap otherwise,
+    and a streaming process's RSS would creep up over thousands of loads)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def peak_rss() -> int:
@@ -101,6 +119,7 @@ class Engine(abc.ABC):
             return
         self._unload()
         self._loaded = False
+        release_freed_memory()
 
     def infer(self, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         """Run the stage on name -> array feeds; returns name -> array outputs."""
