@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def summary_json(result: TrainResult, options: TrainOptions) -> dict[str, Any]:
 def write_checkpoint(out: Path, model: Any, tokenizer: Any, heads: Any, summary: dict[str, Any]) -> None:
     """Write model, tokenizer, heads and summary into ``out`` atomically (replacing it if it exists)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()  # unlike tempfile.mkdtemp (0700), keeps the umask's usual permissions
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
