@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import FAMILIES, SENTENCES, make_tiny_model  # noqa: E402
 
 LAYERS = 3
+WIDE_LAYERS = 6
 # Mixed lengths; the long one is cut at the tiny models' 64 positions.
 TEXTS = [*SENTENCES, "the movie", " ".join(SENTENCES * 2)]
 
@@ -58,7 +59,7 @@ def regression_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def wide_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BERT bundle whose layers (about 3 MiB) dwarf allocator noise in measured sizes: for cap tests."""
+    """A 6-layer BERT bundle whose layers (3 MiB files) dwarf allocator noise in measured sizes: for cap tests."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -69,8 +70,9 @@ def wide_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir.mkdir()
     tok = _tokenizer(model_dir)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(_vocab()), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=1024, max_position_embeddings=72, pad_token_id=tok.pad_token_id)
+    config = BertConfig(vocab_size=len(_vocab()), hidden_size=256, num_hidden_layers=WIDE_LAYERS, num_attention_heads=4,
+                        intermediate_size=1024, max_position_embeddings=72, pad_token_id=tok.pad_token_id,
+                        num_labels=2)
     BertForSequenceClassification(config).save_pretrained(str(model_dir))
-    _with_heads("bert", model_dir, layers=4, hidden=256)
+    _with_heads("bert", model_dir, layers=WIDE_LAYERS, hidden=256)
     return _export(model_dir, root / "bundle")

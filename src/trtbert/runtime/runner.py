@@ -6,7 +6,7 @@ exit layer's logits with no early exit (for evaluation sweeps with :func:`exits.
 
 In a batch each row exits on its own: rows that finish leave the batch (their hidden states and mask
 rows are dropped, and trailing padding columns no row needs any more are trimmed) and the rest go on.
-The word-embedding table is memory-mapped; only the rows of the batch's tokens are read.
+The word-embedding table stays on disk; only the rows of the batch's tokens are read.
 Imports numpy, onnxruntime (through the engines) and tokenizers only, never torch.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 from trtbert import bundle as B
 from trtbert.engines.registry import create_engine
 from trtbert.errors import UsageError
+from trtbert.runtime.embeddings import EmbeddingTable
 from trtbert.runtime.exits import ExitRule, ExitState, LayerContext, as_rule, softmax
 from trtbert.runtime.pool import EnginePool, PoolStats
 from trtbert.runtime.text import Encoded, TextEncoder, TextInput, normalise_inputs
@@ -81,7 +82,7 @@ class Runner:
         self.regression = manifest.model.problem_type == B.REGRESSION
         self.exit_layers = tuple(manifest.exit_layers)
         self._stages = list(manifest.stages)
-        self._table = np.load(bundle.path(B.WORD_EMBEDDINGS), mmap_mode="r")
+        self._table = EmbeddingTable(bundle.path(B.WORD_EMBEDDINGS))
         self._depths = self._plan()
         self._stage_ms: dict[str, float] = {}
 
@@ -179,6 +180,7 @@ class Runner:
     def close(self) -> None:
         """Free every engine. Idempotent."""
         self.pool.close()
+        self._table.close()
 
     def __enter__(self) -> Runner:
         return self
@@ -221,7 +223,7 @@ class Runner:
         rows = len(enc.input_ids)
         ids, mask = enc.input_ids, enc.attention_mask
         timings: dict[str, float] = {}
-        embeds = np.ascontiguousarray(self._table[ids], dtype=np.float32)
+        embeds = self._table.gather(ids)
         feeds = {B.INPUT_IDS: ids, B.TOKEN_TYPE_IDS: enc.token_type_ids, B.INPUTS_EMBEDS: embeds}
         hidden = self._stage(0, feeds, timings)[B.HIDDEN]
         active = np.arange(rows)
