@@ -30,7 +30,7 @@ import numpy as np
 
 from trtbert.bundle import TensorSpec
 from trtbert.engines.base import Engine
-from trtbert.engines.ort import OrtOptions, provider_list, session_options
+from trtbert.engines.ort import OrtEngine, OrtOptions, provider_list, session_options
 from trtbert.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class _Templates:
 TEMPLATES = _Templates()
 
 
-class StreamedEngine(Engine):
+class StreamedEngine(OrtEngine):
     """A stage whose weights are read from its weights file on load and fed to a shared template session."""
 
     backend = "ort-stream"
@@ -197,19 +197,17 @@ class StreamedEngine(Engine):
         outputs: tuple[TensorSpec, ...],
         options: OrtOptions | None = None,
     ) -> None:
-        super().__init__(path, name, inputs, outputs)
-        self.options = options or OrtOptions()
+        super().__init__(path, name, inputs, outputs, options)
         self._weights: dict[str, np.ndarray] = {}
-        self._session: Any = None
         self._template: Any = None
-        self._output_names = [t.name for t in outputs]
+        self._header: tuple[dict[str, Any], int] = ({}, 0)
 
     def _prepare(self) -> None:
-        header, _ = read_header(self.path)
-        self._template = TEMPLATES.get(self.path.parent / header["template"], self.options)
+        self._header = read_header(self.path)
+        self._template = TEMPLATES.get(self.path.parent / self._header[0]["template"], self.options)
 
     def _load(self) -> None:
-        header, start = read_header(self.path)
+        header, start = self._header
         self._session = self._template
         buffer = np.empty(self.file_size - start, dtype=np.uint8)
         with open(self.path, "rb") as fh:
