@@ -25,35 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+from inputs import cola_sentences, long_texts
 
-
-def cola_sentences(limit: int) -> list[str]:
-    """The 4th column of CoLA's dev.tsv (no header)."""
-    rows = (GLUE / "CoLA" / "dev.tsv").read_text(encoding="utf-8").splitlines()
-    return [r.split("\t")[3] for r in rows if r.count("\t") >= 3][:limit]
-
-
-def long_texts(tokenizer_json: Path, count: int, tokens: int = 128) -> list[str]:
-    """Texts of exactly ``tokens`` tokens with [CLS]/[SEP] (CoLA sentences joined, cut, decoded)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    tok.no_truncation()
-    tok.no_padding()
-    words = " ".join(cola_sentences(2000))
-    ids = tok.encode(words, add_special_tokens=False).ids
-    texts = []
-    for i in range(count):
-        body = tokens - 2
-        while True:
-            text = tok.decode(ids[i * 97: i * 97 + body])
-            n = len(tok.encode(text).ids)
-            if n <= tokens:
-                break
-            body -= n - tokens
-        texts.append(text)
-    return texts
 
 
 def prepare(workdir: Path, rebuild: bool) -> tuple[Path, Path]:
