@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--max-drop", type=float, default=0.5)
     parser.add_argument("--calibration-split", default="train")
+    parser.add_argument("--calibration-limit", type=int, default=2000, help="rows from the end of the split")
     parser.add_argument("--json", type=Path, help="write all reports here")
     args = parser.parse_args()
 
@@ -52,7 +53,8 @@ def main() -> None:
         bundle = Path(tmp) / "bundle"  # calibration writes the manifest: work on a copy
         shutil.copytree(args.bundle, bundle)
         calibrated = trtbert_eval(bundle, args, ["--calibrate", "--max-drop", str(args.max_drop),
-                                                 "--calibration-split", args.calibration_split])
+                                                 "--calibration-split", args.calibration_split,
+                                                 "--calibration-limit", str(args.calibration_limit)])
         cal = calibrated["calibration"]
         rules = {name: point["rule"] for name, point in cal["best_per_rule"].items()}
         report_split_examples = calibrated["examples"]
