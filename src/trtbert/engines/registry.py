@@ -12,8 +12,9 @@ from trtbert.errors import EngineError
 EngineFactory = Callable[[Bundle, EngineSet, Stage, dict[str, Any]], Engine]
 
 
-def _ort_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
-    from trtbert.engines.ort import OrtEngine, OrtOptions
+def _ort_options(bundle: Bundle, engines: EngineSet, overrides: dict[str, Any]) -> Any:
+    """OrtOptions from what the set recorded, with the caller's overrides (threads ...) on top."""
+    from trtbert.engines.ort import OrtOptions
 
     fields = set(OrtOptions.__dataclass_fields__)
     recorded = {k: v for k, v in engines.options.items() if k in fields}
@@ -21,25 +22,27 @@ def _ort_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: di
         recorded.setdefault("optimization", "disable")  # built sets are optimised offline
     if recorded.get("trt_cache_dir"):  # recorded relative to the bundle, so the bundle can move
         recorded["trt_cache_dir"] = str(bundle.path(recorded["trt_cache_dir"]))
-    options = OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
-    return OrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs, options)
+    return OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
+
+
+def _ort_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
+    from trtbert.engines.ort import OrtEngine
+
+    path = bundle.path(engines.stage_files[stage.name])
+    return OrtEngine(path, stage.name, stage.inputs, stage.outputs, _ort_options(bundle, engines, overrides))
+
+
+def _streamed_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
+    from trtbert.engines.streamed import StreamedEngine
+
+    path = bundle.path(engines.stage_files[stage.name])
+    return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, _ort_options(bundle, engines, overrides))
 
 
 def _tensorrt_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
     from trtbert.engines.tensorrt import TrtEngine
 
     return TrtEngine(bundle.path(engines.stage_files[stage.name]), stage.name, stage.inputs, stage.outputs)
-
-
-def _streamed_factory(bundle: Bundle, engines: EngineSet, stage: Stage, overrides: dict[str, Any]) -> Engine:
-    from trtbert.engines.ort import OrtOptions
-    from trtbert.engines.streamed import StreamedEngine
-
-    fields = set(OrtOptions.__dataclass_fields__)
-    recorded = {k: v for k, v in engines.options.items() if k in fields}
-    options = OrtOptions(**{**recorded, **{k: v for k, v in overrides.items() if k in fields}})
-    path = bundle.path(engines.stage_files[stage.name])
-    return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, options)
 
 
 BACKENDS: dict[str, EngineFactory] = {
