@@ -27,6 +27,7 @@ from pathlib import Path
 
 from inputs import cola_sentences, long_texts
 
+from trtbert.engines.base import peak_rss
 
 
 def prepare(workdir: Path, rebuild: bool) -> tuple[Path, Path]:
@@ -56,14 +57,6 @@ def prepare(workdir: Path, rebuild: bool) -> tuple[Path, Path]:
         result = build_engines(BuildOptions(bundle=bundle, precision="int8", overwrite=True))
         print(format_checks(result.stages), file=sys.stderr)
     return model_dir, bundle
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _measure(run, groups: dict[str, list[str]], warmup: int) -> dict[str, float]:
@@ -106,7 +99,7 @@ def child(system: str, model_dir: Path, bundle: Path, memory_cap: str, threads: 
         def run(text: str) -> None:
             runner.predict(text, batch_size=1)
     load_s = time.perf_counter() - start
-    result = {"system": system, "load_s": load_s, **_measure(run, groups, warmup=3), "peak_rss": _peak_rss()}
+    result = {"system": system, "load_s": load_s, **_measure(run, groups, warmup=3), "peak_rss": peak_rss()}
     if system != "transformers":
         result["memory_cap"] = memory_cap or "none"
         result["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default")

@@ -30,21 +30,10 @@ from pathlib import Path
 
 from inputs import cola_sentences, long_texts
 
+from trtbert.engines.base import current_rss, peak_rss
+
 WORKDIR = Path("/work/runs/bench-runtime")
 MIB = 1024**2
-
-
-def _vmhwm() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _rss() -> int:
-    with open("/proc/self/statm", "rb") as fh:
-        return int(fh.read().split()[1]) * 4096
 
 
 def _summary(times: list[float]) -> dict[str, float]:
@@ -130,9 +119,9 @@ def child(args: argparse.Namespace) -> None:
         run(text)
         times.append((time.perf_counter() - t0) * 1e3)
         if args.inputs == "soak" and i in marks:
-            rss[marks[i]] = _rss() / MIB
+            rss[marks[i]] = current_rss() / MIB
     result = {"system": args.label, "inputs": args.inputs, "load_s": load_s, **_summary(times),
-              "peak_rss_mib": _vmhwm() / MIB, **info()}
+              "peak_rss_mib": peak_rss() / MIB, **info()}
     if rss:
         result["rss_mib"] = rss
     print(json.dumps(result))
