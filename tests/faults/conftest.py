@@ -1,0 +1,109 @@
+"""Fixtures of the fault suite (issue 9): one tiny 3-layer BERT checkpoint with exit heads, its bundle
+with an int8 and a streamed int8 engine set, a final-exit-only bundle and a tiny SST-2 in the GLUE
+layout, all built once per session. Tests that change a bundle work on a copy (``bundle_copy``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from faultkit import SENTENCES, assert_ok, cli  # noqa: E402
+from models import make_tiny_model  # noqa: E402
+
+LAYERS = 3
+INT8 = "ort-cpu-int8"
+STREAM = "ort-cpu-int8-stream"
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def save_heads(directory: Path, layers: int = LAYERS) -> Path:
+    """A (random) trained-format exit head on every layer but the last, as ``trtbert train`` saves them."""
+    import torch
+
+    for name in ("trtbert.modeling.heads", "trtbert.exporter.heads"):  # the module moves in a refactoring
+        with contextlib.suppress(ImportError):
+            heads = importlib.import_module(name)
+            break
+    else:  # pragma: no cover
+        raise ImportError("no trtbert module defines ExitHeads")
+    torch.manual_seed(1)
+    config = heads.HeadsConfig(readout="mean", layers=tuple(range(1, layers)), num_labels=2, hidden_size=32,
+                               model_type="bert")
+    heads.ExitHeads(config).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def fault_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def model_dir(fault_root: Path) -> Path:
+    """A tiny random 3-layer BERT classifier with tokenizer files and exit heads on layers 1 and 2."""
+    with umask(0o022):
+        return save_heads(make_tiny_model("bert", fault_root / "model", layers=LAYERS))
+
+
+@pytest.fixture(scope="session")
+def bundle(model_dir: Path, fault_root: Path) -> Path:
+    """The exported bundle of ``model_dir`` with sets ort-cpu-int8 and ort-cpu-int8-stream (umask 022).
+    Read-only for tests: copy it (``bundle_copy``) to change it."""
+    out = fault_root / "bundle"
+    with umask(0o022):
+        assert_ok(cli("export", "--model", model_dir, "--out", out))
+        assert_ok(cli("build", out, "--int8"))
+        assert_ok(cli("build", out, "--int8", "--stream"))
+    return out
+
+
+@pytest.fixture
+def bundle_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of ``bundle``."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def final_only_bundle(model_dir: Path, fault_root: Path) -> Path:
+    """A bundle of the same checkpoint exported with the final exit only (``--exits none``)."""
+    out = fault_root / "final-only"
+    assert_ok(cli("export", "--model", model_dir, "--out", out, "--exits", "none"))
+    return out
+
+
+def write_sst2(directory: Path, rows: int = 24, bom: bool = False) -> Path:
+    """A tiny SST-2 in the GLUE layout: ``<directory>/SST-2/{train,dev}.tsv`` with a header line."""
+    task = directory / "SST-2"
+    task.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        lines = ["sentence\tlabel"] + [f"{SENTENCES[i % len(SENTENCES)]}\t{i % 2}" for i in range(rows)]
+        text = "\n".join(lines) + "\n"
+        (task / f"{split}.tsv").write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def glue_dir(fault_root: Path) -> Path:
+    return write_sst2(fault_root / "glue")

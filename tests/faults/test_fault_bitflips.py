@@ -1,0 +1,100 @@
+"""Issue 9, item 3: one flipped bit in any file an engine set reads makes ``run``/``eval`` stop with one
+line naming the file (every file is in the manifest with size and sha256 and verified like the others)."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import INT8, STREAM
+from faultkit import TEXT, assert_one_line_error, assert_ok, cli, flip_bit
+
+from trtbert import bundle as B
+
+
+def _template_scale(root: Path) -> str:
+    """The streamed set's template holding the attention scale (a float attribute, e.g. FusedMatMul's alpha)."""
+    import onnx
+
+    for path in sorted((root / B.engine_dir(STREAM)).glob("template_*.onnx")):
+        for node in onnx.load(str(path)).graph.node:
+            if any(a.type == onnx.AttributeProto.FLOAT and a.f not in (0.0, 1.0) for a in node.attribute):
+                return path.relative_to(root).as_posix()
+    pytest.fail("no template of the streamed set carries a float attribute (the attention scale)")
+
+
+def _flip_scale(path: Path) -> None:
+    """Flip one exponent bit of the template's attention scale: the graph still loads, the scale halves."""
+    import onnx
+
+    data = path.read_bytes()
+    for node in onnx.load(str(path)).graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.FLOAT and attr.f not in (0.0, 1.0):
+                raw = struct.pack("<f", attr.f)
+                if data.count(raw) == 1:
+                    flip_bit(path, data.index(raw) + 2, bit=7)
+                    return
+    flip_bit(path)
+
+
+def test_pristine_bundle_runs_with_every_set(bundle: Path) -> None:
+    """Item 3 (control): the unflipped bundle runs with each set, so the failures below are the flips'."""
+    for engines in (B.SOURCE_SET, INT8, STREAM):
+        assert_ok(cli("run", bundle, TEXT, "--engines", engines))
+    assert_ok(cli("inspect", bundle))
+
+
+@pytest.mark.parametrize("rel, engines", [
+    ("onnx/layer_02.onnx", B.SOURCE_SET),
+    ("onnx/word_embeddings.npy", B.SOURCE_SET),
+    ("tokenizer/tokenizer.json", INT8),
+    (f"engines/{INT8}/layer_02.onnx", INT8),
+    (f"engines/{STREAM}/layer_02.weights", STREAM),
+    (f"engines/{STREAM}/embeddings.weights", STREAM),
+    ("template", STREAM),
+], ids=["onnx-stage", "word-embeddings", "tokenizer", "int8-engine", "stream-weights", "stream-embeddings",
+        "stream-template"])
+def test_bit_flip_in_each_kind_of_file_stops_run(bundle_copy: Path, rel: str, engines: str) -> None:
+    """Item 3: a flipped bit in each kind of bundle file: ``run`` exits 1 with one line naming the file."""
+    if rel == "template":
+        rel = _template_scale(bundle_copy)
+        _flip_scale(bundle_copy / rel)
+    else:
+        flip_bit(bundle_copy / rel)
+    result = cli("run", bundle_copy, TEXT, "--engines", engines, "--exit", "none")
+    assert_one_line_error(result, re.escape(rel))
+    assert result.stdout == "", "an answer was printed from a corrupted bundle"
+
+
+def test_bit_flip_in_template_stops_eval(bundle_copy: Path, glue_dir: Path) -> None:
+    """Item 3: ``eval`` with a streamed set whose template has a flipped bit exits 1 naming the template."""
+    rel = _template_scale(bundle_copy)
+    _flip_scale(bundle_copy / rel)
+    result = cli("eval", bundle_copy, "--task", "sst2", "--data-dir", glue_dir, "--engines", STREAM,
+                 "--limit", "4", "--quiet")
+    assert_one_line_error(result, re.escape(rel))
+
+
+def test_every_file_of_a_streamed_set_is_in_the_manifest(bundle: Path) -> None:
+    """Item 3: every file of every engine set (templates included) is listed with its size and sha256."""
+    manifest = B.load_bundle(bundle, verify="full").manifest
+    on_disk = {p.relative_to(bundle).as_posix() for p in (bundle / B.ENGINES_DIR).rglob("*") if p.is_file()}
+    unlisted = sorted(on_disk - set(manifest.files))
+    assert not unlisted, f"engine-set files missing from the manifest: {unlisted}"
+    for rel in on_disk:
+        entry = manifest.files[rel]
+        assert entry.size == (bundle / rel).stat().st_size and len(entry.sha256) == 64
+
+
+@pytest.mark.parametrize("where", ["first-byte", "key"])
+def test_bit_flip_in_manifest_stops_run(bundle_copy: Path, where: str) -> None:
+    """Item 3: a flipped bit in manifest.json itself: one line naming the manifest, exit 1."""
+    path = bundle_copy / B.MANIFEST
+    data = path.read_bytes()
+    offset = 0 if where == "first-byte" else data.index(b'"exit_layers"') + 5
+    flip_bit(path, offset, bit=0 if where == "first-byte" else 1)
+    result = cli("run", bundle_copy, TEXT, "--engines", STREAM)
+    assert_one_line_error(result, r"manifest")
