@@ -25,6 +25,34 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 TEXT = "the movie was great and i loved it"
+MANIFEST = "manifest.json"
+SOURCE_SET = "onnx"  # the exported graphs, runnable as they are
+
+
+def set_dir(name: str) -> str:
+    """Relative directory of an engine set."""
+    return f"engines/{name}"
+
+
+def manifest_json(root: Path) -> dict[str, Any]:
+    """The manifest of a bundle as plain JSON."""
+    import json
+
+    return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+
+
+def assert_bundle_verifies(root: Path, *sets: str) -> None:
+    """The bundle loads with full verification (every listed file present with its sha256), ``trtbert
+    inspect`` accepts it, and each of ``sets`` is recorded in its manifest."""
+    from trtbert.bundle import load_bundle
+
+    load_bundle(root, verify="full")
+    shown = cli("inspect", root)
+    assert shown.exit_code == 0 and shown.exception is None, f"inspect refused {root}: {shown.stderr!r}"
+    recorded = manifest_json(root).get("engine_sets") or {}
+    for name in sets:
+        assert name in recorded, f"engine set {name!r} is not recorded in {root}/manifest.json"
+
 SENTENCES = [
     "the movie was great and i loved it",
     "a dull , boring film with no story",
@@ -184,12 +212,16 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def leftovers(root: Path) -> list[str]:
-    """Entries under ``root`` that look temporary: hidden names, ``*.tmp``, ``*-inferred.onnx``, ``*.old*``."""
+    """Files under ``root`` that look temporary: a hidden path component, ``*.tmp``, ``*-inferred.onnx``,
+    ``*.old*`` (an empty directory left behind is not counted)."""
     bad = []
     for path in Path(root).rglob("*"):
-        name = path.name
-        if name.startswith(".") or name.endswith(".tmp") or "-inferred" in name or ".old" in name:
-            bad.append(path.relative_to(root).as_posix())
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        parts = rel.split("/")
+        if any(p.startswith(".") or p.endswith(".tmp") or ".old" in p for p in parts) or "-inferred" in path.name:
+            bad.append(rel)
     return sorted(bad)
 
 

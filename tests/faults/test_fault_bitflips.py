@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 from conftest import INT8, STREAM
-from faultkit import TEXT, assert_one_line_error, assert_ok, cli, flip_bit
-
-from trtbert import bundle as B
+from faultkit import MANIFEST, SOURCE_SET, TEXT, assert_ok, assert_one_line_error, cli, flip_bit, manifest_json, set_dir
 
 
 def _template_scale(root: Path) -> str:
     """The streamed set's template holding the attention scale (a float attribute, e.g. FusedMatMul's alpha)."""
     import onnx
 
-    for path in sorted((root / B.engine_dir(STREAM)).glob("template_*.onnx")):
+    for path in sorted((root / set_dir(STREAM)).glob("template_*.onnx")):
         for node in onnx.load(str(path)).graph.node:
             if any(a.type == onnx.AttributeProto.FLOAT and a.f not in (0.0, 1.0) for a in node.attribute):
                 return path.relative_to(root).as_posix()
@@ -42,14 +40,14 @@ def _flip_scale(path: Path) -> None:
 
 def test_pristine_bundle_runs_with_every_set(bundle: Path) -> None:
     """Item 3 (control): the unflipped bundle runs with each set, so the failures below are the flips'."""
-    for engines in (B.SOURCE_SET, INT8, STREAM):
+    for engines in (SOURCE_SET, INT8, STREAM):
         assert_ok(cli("run", bundle, TEXT, "--engines", engines))
     assert_ok(cli("inspect", bundle))
 
 
 @pytest.mark.parametrize("rel, engines", [
-    ("onnx/layer_02.onnx", B.SOURCE_SET),
-    ("onnx/word_embeddings.npy", B.SOURCE_SET),
+    ("onnx/layer_02.onnx", SOURCE_SET),
+    ("onnx/word_embeddings.npy", SOURCE_SET),
     ("tokenizer/tokenizer.json", INT8),
     (f"engines/{INT8}/layer_02.onnx", INT8),
     (f"engines/{STREAM}/layer_02.weights", STREAM),
@@ -80,19 +78,19 @@ def test_bit_flip_in_template_stops_eval(bundle_copy: Path, glue_dir: Path) -> N
 
 def test_every_file_of_a_streamed_set_is_in_the_manifest(bundle: Path) -> None:
     """Item 3: every file of every engine set (templates included) is listed with its size and sha256."""
-    manifest = B.load_bundle(bundle, verify="full").manifest
-    on_disk = {p.relative_to(bundle).as_posix() for p in (bundle / B.ENGINES_DIR).rglob("*") if p.is_file()}
-    unlisted = sorted(on_disk - set(manifest.files))
+    files = manifest_json(bundle)["files"]
+    on_disk = {p.relative_to(bundle).as_posix() for p in (bundle / "engines").rglob("*") if p.is_file()}
+    unlisted = sorted(on_disk - set(files))
     assert not unlisted, f"engine-set files missing from the manifest: {unlisted}"
     for rel in on_disk:
-        entry = manifest.files[rel]
-        assert entry.size == (bundle / rel).stat().st_size and len(entry.sha256) == 64
+        entry = files[rel]
+        assert entry["size"] == (bundle / rel).stat().st_size and len(entry["sha256"]) == 64
 
 
 @pytest.mark.parametrize("where", ["first-byte", "key"])
 def test_bit_flip_in_manifest_stops_run(bundle_copy: Path, where: str) -> None:
     """Item 3: a flipped bit in manifest.json itself: one line naming the manifest, exit 1."""
-    path = bundle_copy / B.MANIFEST
+    path = bundle_copy / MANIFEST
     data = path.read_bytes()
     offset = 0 if where == "first-byte" else data.index(b'"exit_layers"') + 5
     flip_bit(path, offset, bit=0 if where == "first-byte" else 1)

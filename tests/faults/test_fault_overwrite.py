@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import assert_ok, assert_one_line_error, cli, tree
-
-from trtbert import bundle as B
+from faultkit import assert_bundle_verifies, assert_ok, assert_one_line_error, cli, tree
 
 TRAIN_SMALL = ("--task", "sst2", "--limit", "4", "--eval-limit", "4", "--epochs", "1", "--batch-size", "4",
                "--max-seq-len", "16")
@@ -92,7 +90,7 @@ def test_export_overwrite_replaces_a_bundle(ck: Path, bundle: Path, tmp_path: Pa
     out = tmp_path / "old-bundle"
     shutil.copytree(bundle, out)
     assert_ok(cli("export", "--model", ck, "--out", out, "--overwrite"))
-    B.load_bundle(out, verify="full")
+    assert_bundle_verifies(out)
 
 
 def test_train_out_is_the_checkpoint(ck: Path, glue_dir: Path) -> None:

@@ -1,0 +1,161 @@
+"""Issue 9, items 5 and 6: kill -9 (and SIGTERM) at every step of ``export`` and ``build --overwrite``.
+
+At every instant a kill leaves the old bundle/set or the new one, complete and recorded; temporaries of a
+dead process are removed by the next writer; SIGTERM cleans up like Ctrl-C; nothing temporary ever
+appears in the bundle's ``onnx/``, so two int8 builds of one bundle can run at once.
+
+Two kinds of kill: real ones at real moments (a child is SIGKILLed when its first output file appears),
+and, for the instants too short to hit from outside, the fault-injection hook this suite assumes:
+with ``TRTBERT_FAULT=<point>`` in its environment a trtbert process sends itself SIGKILL when it
+reaches ``<point>`` (points listed in BUILD_POINTS and EXPORT_POINTS).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import INT8, STREAM
+from faultkit import (
+    TEXT,
+    all_files,
+    assert_bundle_verifies,
+    assert_ok,
+    child_env,
+    cli,
+    created_in,
+    finish,
+    kill_group,
+    leftovers,
+    manifest_json,
+    new_files,
+    run_cli,
+    set_dir,
+    spawn,
+    wait_for,
+)
+
+# build --overwrite of an existing set, in the order they are reached:
+BUILD_POINTS = (
+    "build:after-stages",    # every engine of the new set written and checked in the temporary area
+    "build:mid-swap",        # the old set's directory moved aside, the new one not yet in place
+    "build:after-swap",      # the new set's directory in place, the manifest not yet rewritten
+    "build:after-manifest",  # the manifest records the new set, the old set's copy not yet removed
+)
+# export --overwrite of an existing bundle:
+EXPORT_POINTS = (
+    "export:after-stages",   # every stage file written and validated in the temporary area, no manifest yet
+    "export:mid-swap",       # the old bundle moved aside, the new one not yet in place
+    "export:after-swap",     # the new bundle in place, the old bundle's copy not yet removed
+)
+OUTPUTS = (".onnx", ".weights", ".npy")
+
+
+def assert_set_consistent(root: Path, name: str) -> None:
+    """The set's directory holds exactly the files its manifest entry lists, and it runs."""
+    files = manifest_json(root)["files"]
+    prefix = set_dir(name) + "/"
+    listed = {rel for rel in files if rel.startswith(prefix)}
+    on_disk = {p.relative_to(root).as_posix() for p in (root / set_dir(name)).rglob("*") if p.is_file()}
+    assert listed == on_disk, f"set {name}: on disk but not listed {sorted(on_disk - listed)}, " \
+                              f"listed but not on disk {sorted(listed - on_disk)}"
+    assert_ok(cli("run", root, TEXT, "--engines", name))
+
+
+def assert_killed_by_hook(proc, point: str) -> None:
+    assert proc.returncode == -signal.SIGKILL, (
+        f"TRTBERT_FAULT={point} was not reached (exit status {proc.returncode}): the fault-injection hook "
+        f"is missing or the point was renamed\n{proc!r}")
+
+
+@pytest.mark.parametrize("point", BUILD_POINTS)
+def test_build_overwrite_killed_at_each_step(bundle_copy: Path, point: str) -> None:
+    """Item 5: ``build --int8 --overwrite`` killed (-9) at each step leaves the old or the new set complete
+    and recorded; the next build succeeds and leaves no temporaries (item 6)."""
+    proc = run_cli("build", bundle_copy, "--int8", "--overwrite", env=child_env(TRTBERT_FAULT=point))
+    assert_killed_by_hook(proc, point)
+    assert_bundle_verifies(bundle_copy, INT8, STREAM)
+    assert_set_consistent(bundle_copy, INT8)
+    assert_ok(cli("build", bundle_copy, "--int8", "--overwrite"))
+    assert_bundle_verifies(bundle_copy, INT8, STREAM)
+    assert leftovers(bundle_copy.parent) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_build_killed_while_building(bundle_copy: Path, sig: int) -> None:
+    """Items 5 and 6: a real kill -9 / SIGTERM of ``build --int8 --stream --overwrite`` when its first engine
+    file is being written: the old set still verifies and runs; after SIGTERM nothing temporary is left at once,
+    after kill -9 the next writer removes the dead process's temporaries."""
+    area = bundle_copy.parent
+    known = all_files(area)
+    fresh = new_files(area, known, OUTPUTS)
+    proc = spawn("build", bundle_copy, "--int8", "--stream", "--overwrite")
+    try:
+        # an engine being written (not a scratch file beside the bundle's own onnx/ graphs)
+        hit = wait_for(lambda: [f for f in fresh() if not f.startswith("bundle/onnx/")], timeout=90,
+                       interval=0.002, proc=proc)
+        assert hit and proc.poll() is None, f"the build wrote no engine file before it ended: {finish(proc)!r}"
+        kill_group(proc, sig)
+        result = finish(proc, timeout=60)
+    finally:
+        kill_group(proc)
+    assert result.returncode != 0, f"the build finished despite the signal: {result!r}"
+    assert_bundle_verifies(bundle_copy, INT8, STREAM)
+    assert_set_consistent(bundle_copy, STREAM)
+    if sig == signal.SIGTERM:
+        assert leftovers(bundle_copy.parent) == [], "SIGTERM left temporaries behind (Ctrl-C would not)"
+    assert_ok(cli("build", bundle_copy, "--int8", "--stream", "--overwrite"))
+    assert leftovers(bundle_copy.parent) == [], "the next build did not remove the killed build's temporaries"
+    assert_bundle_verifies(bundle_copy, INT8, STREAM)
+
+
+@pytest.mark.parametrize("point", EXPORT_POINTS)
+def test_export_overwrite_killed_at_each_step(model_dir: Path, bundle: Path, tmp_path: Path, point: str) -> None:
+    """Items 5 and 1: ``export --overwrite`` of an existing bundle killed (-9) at each step leaves the old
+    or the new bundle complete (verifies in full)."""
+    out = tmp_path / "b"
+    shutil.copytree(bundle, out)
+    proc = run_cli("export", "--model", model_dir, "--out", out, "--overwrite", env=child_env(TRTBERT_FAULT=point))
+    assert_killed_by_hook(proc, point)
+    assert_bundle_verifies(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_export_killed_while_writing(model_dir: Path, tmp_path: Path, sig: int) -> None:
+    """Item 6: a real kill -9 / SIGTERM of ``export`` when its first stage file appears leaves nothing that
+    looks like a bundle; SIGTERM leaves no temporaries at all; after kill -9 the next export to the same
+    place succeeds and removes the dead process's temporaries."""
+    area = tmp_path / "exports"
+    area.mkdir()
+    out = area / "b"
+    proc = spawn("export", "--model", model_dir, "--out", out)
+    try:
+        hit = wait_for(new_files(area, set(), OUTPUTS), timeout=120, interval=0.002, proc=proc)
+        assert hit and proc.poll() is None, f"the export wrote no stage file before it ended: {finish(proc)!r}"
+        kill_group(proc, sig)
+        result = finish(proc, timeout=60)
+    finally:
+        kill_group(proc)
+    assert result.returncode != 0, f"the export finished despite the signal: {result!r}"
+    assert not (out / "manifest.json").exists(), "an interrupted export left a manifest"
+    if sig == signal.SIGTERM:
+        left = sorted(p.relative_to(area).as_posix() for p in area.rglob("*") if p.is_file())
+        assert left == [], f"SIGTERM left files behind (Ctrl-C would not): {left[:10]}"
+    assert_ok(cli("export", "--model", model_dir, "--out", out, "--overwrite"))
+    assert_bundle_verifies(out)
+    assert leftovers(area) == [], "the next export did not remove the killed export's temporaries"
+    assert [p.name for p in area.iterdir() if any(f.is_file() for f in p.rglob("*"))] == ["b"]
+
+
+def test_concurrent_int8_builds_of_one_bundle(bundle_copy: Path) -> None:
+    """Item 6: two int8 builds of one bundle at once both succeed and are both recorded; nothing temporary
+    (``layer_NN-inferred.onnx``) is ever created in the bundle's ``onnx/``."""
+    with created_in(bundle_copy / "onnx") as created:
+        procs = [spawn("build", bundle_copy, "--int8", "--name", name) for name in ("int8-a", "int8-b")]
+        results = [finish(p, timeout=240) for p in procs]
+    for result in results:
+        assert_ok(result)
+    assert created == [], f"temporary files were created in the bundle's onnx/: {sorted(set(created))}"
+    assert_bundle_verifies(bundle_copy, INT8, STREAM, "int8-a", "int8-b")
