@@ -16,7 +16,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -292,30 +291,30 @@ def created_in(directory: Path) -> Iterator[list[str]]:
 # --- memory of a child process -----------------------------------------------------------------------------
 
 
-def peak_rss_mib(*args: Any, timeout: float = 120) -> tuple[float, Proc]:
-    """Run ``python -m trtbert ARGS``; return its own peak RSS (MiB, from wait4) and its result."""
-    proc = subprocess.Popen(trtbert_cmd(*args), env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    chunks: dict[str, bytes] = {}
+_RSS_LAUNCHER = """
+import atexit, os, sys
+def _report():
+    with open("/proc/self/status", encoding="ascii") as fh:
+        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(os.environ["FAULTS_PEAK_RSS_FILE"], "w") as out:
+        out.write(peak)
+atexit.register(_report)
+from trtbert.cli import main
+sys.argv[0] = "trtbert"
+main()
+"""
 
-    def drain(name: str, stream: Any) -> None:
-        chunks[name] = stream.read()
 
-    readers = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in readers:
-        t.start()
-    timer = threading.Timer(timeout, kill_group, args=(proc,))
-    timer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    for t in readers:
-        t.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = Proc(proc.returncode, chunks.get("out", b"").decode("utf-8", "replace"),
-                  chunks.get("err", b"").decode("utf-8", "replace"))
-    return usage.ru_maxrss / 1024, result
+def peak_rss_mib(*args: Any, scratch: Path, timeout: float = 120) -> tuple[float, Proc]:
+    """Run ``trtbert ARGS`` in a child; return the child's own peak RSS (MiB, its ``VmHWM`` at exit) and its
+    result. (``wait4``'s ``ru_maxrss`` would report this big test process's peak, inherited by fork.)"""
+    report = Path(scratch) / f"peak-rss-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-c", _RSS_LAUNCHER, *[str(a) for a in args]],
+                            env=child_env(FAULTS_PEAK_RSS_FILE=str(report)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    result = finish(proc, timeout=timeout)
+    assert report.is_file(), f"the child reported no peak RSS: {result!r}"
+    return int(report.read_text()) / 1024, result
 
 
 # --- a small tmpfs for full-disk faults ---------------------------------------------------------------------
