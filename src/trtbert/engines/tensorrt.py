@@ -57,7 +57,7 @@ def check_tensorrt_version(version: str) -> None:
                           "JetPack 4.6's TensorRT 8.0/8.2 is not supported: use --backend ort there")
     if found >= SUPPORTED[1]:
         raise EngineError(f"TensorRT {version} is not supported: trtbert needs 8.6 to 10.x (TensorRT 11 removed "
-                          "APIs it uses); install tensorrt<11")
+                          "the fp16 builder flag and device_memory_size it uses); install tensorrt<11")
 
 
 def import_tensorrt() -> tuple[Any, Any]:
