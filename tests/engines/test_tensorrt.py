@@ -67,7 +67,8 @@ def test_version_gate(version: str, ok: bool) -> None:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[fake_trt.FakeCudart]:
-    """The fake CUDA device under Polygraphy plus the fake tensorrt (version: the ``trt_version`` param)."""
+    """The fake CUDA device under Polygraphy plus the fake tensorrt, as TensorRT 10.3 or the version given
+    by parametrizing ``fake`` indirectly."""
     version = getattr(request, "param", "10.3.0")
     device = fake_trt.install(monkeypatch, version)
     yield device

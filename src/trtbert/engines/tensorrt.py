@@ -524,20 +524,19 @@ class TrtEngine(Engine):
         self._memory = memory
 
     def _release(self) -> None:
-        """Free what a load acquired, in order: the runner's buffers and stream, the scratch, then the
-        context before its engine and the engine before its runtime."""
+        """Free what a load acquired, in order: the runner's buffers and stream, the context before its
+        engine, the engine before its runtime, and last the claim on the shared scratch."""
         held = self._held
         try:
-            runner = held.pop("runner", None)
-            if runner is not None:
-                self._free_runner(runner)
+            if "runner" in held:
+                self._free_runner(held.pop("runner"))  # no local reference: the runner dies on return
         finally:
-            scratch = held.pop("scratch", None)
-            if scratch is not None:
-                scratch.detach()
             for key in ("context", "engine", "runtime"):
                 held.pop(key, None)
+            scratch = held.pop("scratch", None)
             held.clear()
+            if scratch is not None:
+                scratch.detach()
 
     @staticmethod
     def _free_runner(runner: Any) -> None:
