@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +17,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from faultkit import SENTENCES, assert_ok, cli  # noqa: E402
+from faultkit import assert_ok, cli, umask, write_sst2  # noqa: E402
 from models import make_tiny_model  # noqa: E402
 
 LAYERS = 3
-INT8 = "ort-cpu-int8"
-STREAM = "ort-cpu-int8-stream"
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def save_heads(directory: Path, layers: int = LAYERS) -> Path:
@@ -91,17 +78,6 @@ def final_only_bundle(model_dir: Path, fault_root: Path) -> Path:
     out = fault_root / "final-only"
     assert_ok(cli("export", "--model", model_dir, "--out", out, "--exits", "none"))
     return out
-
-
-def write_sst2(directory: Path, rows: int = 24, bom: bool = False) -> Path:
-    """A tiny SST-2 in the GLUE layout: ``<directory>/SST-2/{train,dev}.tsv`` with a header line."""
-    task = directory / "SST-2"
-    task.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "dev"):
-        lines = ["sentence\tlabel"] + [f"{SENTENCES[i % len(SENTENCES)]}\t{i % 2}" for i in range(rows)]
-        text = "\n".join(lines) + "\n"
-        (task / f"{split}.tsv").write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
-    return directory
 
 
 @pytest.fixture(scope="session")

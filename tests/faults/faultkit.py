@@ -26,6 +26,8 @@ from click.testing import CliRunner, Result
 TEXT = "the movie was great and i loved it"
 MANIFEST = "manifest.json"
 SOURCE_SET = "onnx"  # the exported graphs, runnable as they are
+INT8 = "ort-cpu-int8"  # the sets the session bundle is built with
+STREAM = "ort-cpu-int8-stream"
 
 
 def set_dir(name: str) -> str:
@@ -60,6 +62,27 @@ SENTENCES = [
     "the plot is thin but the actors are good",
     "i would not watch this again",
 ]
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under process umask ``mask``."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def write_sst2(directory: Path, rows: int = 24, bom: bool = False) -> Path:
+    """A tiny SST-2 in the GLUE layout: ``<directory>/SST-2/{train,dev}.tsv`` with a header line."""
+    task = directory / "SST-2"
+    task.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        lines = ["sentence\tlabel"] + [f"{SENTENCES[i % len(SENTENCES)]}\t{i % 2}" for i in range(rows)]
+        text = "\n".join(lines) + "\n"
+        (task / f"{split}.tsv").write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
+    return directory
 
 
 # --- running the CLI --------------------------------------------------------------------------------

@@ -8,8 +8,19 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import INT8, STREAM
-from faultkit import MANIFEST, SOURCE_SET, TEXT, assert_ok, assert_one_line_error, cli, flip_bit, manifest_json, set_dir
+from faultkit import (
+    INT8,
+    MANIFEST,
+    SOURCE_SET,
+    STREAM,
+    TEXT,
+    assert_ok,
+    assert_one_line_error,
+    cli,
+    flip_bit,
+    manifest_json,
+    set_dir,
+)
 
 
 def _template_scale(root: Path) -> str:

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import INT8, STREAM
 from faultkit import (
+    INT8,
     MANIFEST,
     SOURCE_SET,
+    STREAM,
     TEXT,
     assert_bundle_verifies,
     assert_one_line_error,

@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import STREAM
-from faultkit import SENTENCES, Proc, assert_one_line_error, kill_group, set_dir, spawn, wait_for
+from faultkit import SENTENCES, STREAM, Proc, assert_one_line_error, kill_group, set_dir, spawn, wait_for, write_sst2
 
 ROWS = 3000
 CAP = "20KiB"
@@ -105,8 +104,6 @@ def test_weights_changed_during_run_stops_and_keeps_answers(bundle_copy: Path, t
 def test_weights_changed_during_eval_stops(bundle_copy: Path, tmp_path: Path) -> None:
     """Item 4: ``eval`` under a cap that forces reloads; a weights file changes mid-pass: one line naming
     it, exit 1 (not a report computed partly with other weights)."""
-    from conftest import write_sst2
-
     data = write_sst2(tmp_path / "glue", rows=ROWS // 2)
     target = bundle_copy / set_dir(STREAM) / "layer_03.weights"
     proc = spawn("eval", bundle_copy, "--task", "sst2", "--data-dir", data, "--engines", STREAM,

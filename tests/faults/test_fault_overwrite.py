@@ -117,3 +117,15 @@ def test_train_out_is_a_directory_of_user_files(ck: Path, glue_dir: Path, tmp_pa
     result = cli("train", "--model", ck, "--out", mine, "--overwrite", "--data-dir", glue_dir, *TRAIN_SMALL)
     assert_one_line_error(result, r"mine")
     assert tree(mine) == before
+
+
+def test_eval_json_over_the_bundle_manifest_is_refused(bundle_copy: Path, glue_dir: Path) -> None:
+    """Item 1 ("every other writer"): ``eval --json`` pointed at a file trtbert did not write as a report (the
+    bundle's own manifest.json) is refused; the bundle still verifies."""
+    manifest = bundle_copy / "manifest.json"
+    before = manifest.read_bytes()
+    result = cli("eval", bundle_copy, "--task", "sst2", "--data-dir", glue_dir, "--limit", "2", "--quiet",
+                 "--json", manifest)
+    assert_one_line_error(result, r"manifest\.json")
+    assert manifest.read_bytes() == before
+    assert_bundle_verifies(bundle_copy)

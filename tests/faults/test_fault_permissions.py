@@ -6,8 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import umask
-from faultkit import assert_ok, cli
+from faultkit import assert_ok, cli, umask
 
 
 def wrong_modes(root: Path, mask: int) -> list[str]:

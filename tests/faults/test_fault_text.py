@@ -8,8 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import INT8, write_sst2
-from faultkit import SENTENCES, TEXT, assert_ok, assert_one_line_error, cli, flip_bit, set_dir
+from faultkit import INT8, SENTENCES, TEXT, assert_ok, assert_one_line_error, cli, flip_bit, set_dir, write_sst2
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
