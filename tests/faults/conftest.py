@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from faultkit import assert_ok, cli, umask, write_sst2  # noqa: E402
+from faultkit import assert_ok, cli, fast_wordpiece, umask, write_sst2  # noqa: E402
 from models import make_tiny_model  # noqa: E402
 
 LAYERS = 3
@@ -47,9 +47,18 @@ def fault_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(fault_root: Path) -> Path:
-    """A tiny random 3-layer BERT classifier with tokenizer files and exit heads on layers 1 and 2."""
+    """A tiny random 3-layer BERT classifier with tokenizer files and exit heads on layers 1 and 2; its
+    tokenizer's vocabulary matches its embedding table (whatever the transformers version)."""
+    import json
+
+    from models import _vocab
+
     with umask(0o022):
-        return save_heads(make_tiny_model("bert", fault_root / "model", layers=LAYERS))
+        directory = make_tiny_model("bert", fault_root / "model", layers=LAYERS)
+        tokens = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+        if len(tokens) != json.loads((directory / "config.json").read_text())["vocab_size"]:
+            fast_wordpiece(_vocab(), directory)
+        return save_heads(directory)
 
 
 @pytest.fixture(scope="session")

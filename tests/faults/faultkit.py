@@ -85,6 +85,22 @@ def write_sst2(directory: Path, rows: int = 24, bom: bool = False) -> Path:
     return directory
 
 
+def fast_wordpiece(tokens: list[str], directory: Path) -> Path:
+    """Save a fast WordPiece tokenizer holding exactly ``tokens`` (ids in list order) into ``directory``."""
+    from transformers import BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(tokens)}
+    try:  # transformers 5 takes the vocabulary itself (it would ignore vocab_file and keep 5 tokens)
+        tok = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
+    except TypeError:  # transformers 4
+        (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+        tok = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    assert len(tok) == len(tokens), f"tokenizer has {len(tok)} tokens, expected {len(tokens)}"
+    tok.save_pretrained(str(directory))
+    return directory
+
+
 # --- running the CLI --------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faultkit import assert_bundle_verifies, assert_ok, assert_one_line_error, cli
+from faultkit import assert_bundle_verifies, assert_ok, assert_one_line_error, cli, fast_wordpiece
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -21,14 +21,8 @@ def _strip_tokenizer(directory: Path) -> Path:
 
 def _small_tokenizer(directory: Path) -> Path:
     """A valid fast WordPiece tokenizer with 20 tokens (the tiny model's table has more rows)."""
-    from transformers import BertTokenizerFast
-
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "and", "i", "loved",
-             "it", "a", "dull", "film", "no", "story", "good", "bad"]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(str(directory))
-    return directory
+    return fast_wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "and", "i",
+                           "loved", "it", "a", "dull", "film", "no", "story", "good", "bad"], directory)
 
 
 @pytest.fixture
