@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from faultkit import assert_ok, cli, fast_wordpiece, umask, write_sst2  # noqa: E402
+from faultkit import SENTENCES, STREAM, assert_ok, cli, fast_wordpiece, umask, write_sst2  # noqa: E402
 from models import make_tiny_model  # noqa: E402
 
 LAYERS = 3
@@ -71,6 +72,30 @@ def bundle(model_dir: Path, fault_root: Path) -> Path:
         assert_ok(cli("build", out, "--int8"))
         assert_ok(cli("build", out, "--int8", "--stream"))
     return out
+
+
+@pytest.fixture(scope="session")
+def stream_cap(bundle: Path) -> str:
+    """The smallest ``--memory-cap`` (in KiB) that ``run`` accepts for the streamed set: under it the last
+    layers are re-read for every input (checked with ``--stats`` where it reports its loads)."""
+    def accepted(kib: int):
+        result = cli("run", bundle, *SENTENCES[:2], "--engines", STREAM, "--memory-cap", f"{kib}KiB", "--stats",
+                     "--batch-size", "1", "--exit", "none")
+        return result if result.exit_code == 0 else None
+
+    high = 16
+    while not accepted(high):
+        high *= 2
+        assert high <= 1 << 20, "no memory cap up to 1 GiB is accepted for the streamed set"
+    low = high // 2  # refused (or 8 KiB, never tried: too small for any stage)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if accepted(mid) else (mid, high)
+    result = accepted(high)
+    loads = re.search(r"(\d+) loads", result.stderr)
+    if loads:  # 4 engines, 2 inputs one at a time: more than 4 loads means reloads
+        assert int(loads.group(1)) > 4, f"--memory-cap {high}KiB does not force reloads: {result.stderr}"
+    return f"{high}KiB"
 
 
 @pytest.fixture

@@ -42,6 +42,25 @@ def manifest_json(root: Path) -> dict[str, Any]:
     return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
 
 
+def engine_file(root: Path, set_name: str, stage: str) -> str:
+    """Relative path of a stage's engine file in a set, as the manifest records it (sets may keep their
+    files in a versioned subdirectory)."""
+    return manifest_json(root)["engine_sets"][set_name]["stage_files"][stage]
+
+
+def set_files(root: Path, set_name: str) -> list[str]:
+    """Relative paths of every file the manifest lists under an engine set's directory."""
+    return sorted(f for f in manifest_json(root)["files"] if f.startswith(set_dir(set_name) + "/"))
+
+
+def unlisted_engine_files(root: Path) -> list[str]:
+    """Files under ``engines/`` that the manifest does not list (left by a dead or replaced writer)."""
+    listed = set(manifest_json(root)["files"])
+    engines = Path(root) / "engines"
+    found = (p.relative_to(root).as_posix() for p in engines.rglob("*") if p.is_file()) if engines.is_dir() else ()
+    return sorted(f for f in found if f not in listed and "/trt_cache/" not in f)
+
+
 def assert_bundle_verifies(root: Path, *sets: str) -> None:
     """The bundle loads with full verification (every listed file present with its sha256), ``trtbert
     inspect`` accepts it, and each of ``sets`` is recorded in its manifest."""
@@ -251,10 +270,10 @@ def tree(root: Path) -> dict[str, str]:
 
 def leftovers(root: Path) -> list[str]:
     """Files under ``root`` that look temporary: a hidden path component, ``*.tmp``, ``*-inferred.onnx``,
-    ``*.old*`` (an empty directory left behind is not counted)."""
+    ``*.old*`` (an empty directory left behind, or a ``*.lock`` file, is not counted)."""
     bad = []
     for path in Path(root).rglob("*"):
-        if not path.is_file():
+        if not path.is_file() or path.name.endswith(".lock"):  # a writers' lock file may stay
             continue
         rel = path.relative_to(root).as_posix()
         parts = rel.split("/")

@@ -18,8 +18,9 @@ from faultkit import (
     assert_one_line_error,
     cli,
     flip_bit,
+    engine_file,
     manifest_json,
-    set_dir,
+    set_files,
 )
 
 
@@ -27,10 +28,11 @@ def _template_scale(root: Path) -> str:
     """The streamed set's template holding the attention scale (a float attribute, e.g. FusedMatMul's alpha)."""
     import onnx
 
-    for path in sorted((root / set_dir(STREAM)).glob("template_*.onnx")):
-        for node in onnx.load(str(path)).graph.node:
-            if any(a.type == onnx.AttributeProto.FLOAT and a.f not in (0.0, 1.0) for a in node.attribute):
-                return path.relative_to(root).as_posix()
+    for rel in set_files(root, STREAM):
+        if Path(rel).name.startswith("template_"):
+            for node in onnx.load(str(root / rel)).graph.node:
+                if any(a.type == onnx.AttributeProto.FLOAT and a.f not in (0.0, 1.0) for a in node.attribute):
+                    return rel
     pytest.fail("no template of the streamed set carries a float attribute (the attention scale)")
 
 
@@ -56,25 +58,36 @@ def test_pristine_bundle_runs_with_every_set(bundle: Path) -> None:
     assert_ok(cli("inspect", bundle))
 
 
-@pytest.mark.parametrize("rel, engines", [
-    ("onnx/layer_02.onnx", SOURCE_SET),
-    ("onnx/word_embeddings.npy", SOURCE_SET),
-    ("tokenizer/tokenizer.json", INT8),
-    (f"engines/{INT8}/layer_02.onnx", INT8),
-    (f"engines/{STREAM}/layer_02.weights", STREAM),
-    (f"engines/{STREAM}/embeddings.weights", STREAM),
-    ("template", STREAM),
-], ids=["onnx-stage", "word-embeddings", "tokenizer", "int8-engine", "stream-weights", "stream-embeddings",
-        "stream-template"])
-def test_bit_flip_in_each_kind_of_file_stops_run(bundle_copy: Path, rel: str, engines: str) -> None:
+FILES = {  # kind of file -> (how to find it in a bundle, the engine set run reads it with)
+    "onnx-stage": (lambda root: "onnx/layer_02.onnx", SOURCE_SET),
+    "word-embeddings": (lambda root: "onnx/word_embeddings.npy", SOURCE_SET),
+    "tokenizer": (lambda root: "tokenizer/tokenizer.json", INT8),
+    "int8-engine": (lambda root: engine_file(root, INT8, "layer_02"), INT8),
+    "stream-weights": (lambda root: engine_file(root, STREAM, "layer_02"), STREAM),
+    "stream-embeddings": (lambda root: engine_file(root, STREAM, "embeddings"), STREAM),
+    "stream-template": (_template_scale, STREAM),
+}
+
+
+def names_the_file(rel: str) -> list[str]:
+    """Patterns an error line must match to name ``rel``: its file name, and its set for engine files."""
+    patterns = [re.escape(Path(rel).name)]
+    if rel.startswith("engines/"):
+        patterns.append(re.escape(rel.split("/")[1]))
+    return patterns
+
+
+@pytest.mark.parametrize("kind", list(FILES))
+def test_bit_flip_in_each_kind_of_file_stops_run(bundle_copy: Path, kind: str) -> None:
     """Item 3: a flipped bit in each kind of bundle file: ``run`` exits 1 with one line naming the file."""
-    if rel == "template":
-        rel = _template_scale(bundle_copy)
+    find, engines = FILES[kind]
+    rel = find(bundle_copy)
+    if kind == "stream-template":
         _flip_scale(bundle_copy / rel)
     else:
         flip_bit(bundle_copy / rel)
     result = cli("run", bundle_copy, TEXT, "--engines", engines, "--exit", "none")
-    assert_one_line_error(result, re.escape(rel))
+    assert_one_line_error(result, *names_the_file(rel))
     assert result.stdout == "", "an answer was printed from a corrupted bundle"
 
 
@@ -84,7 +97,7 @@ def test_bit_flip_in_template_stops_eval(bundle_copy: Path, glue_dir: Path) -> N
     _flip_scale(bundle_copy / rel)
     result = cli("eval", bundle_copy, "--task", "sst2", "--data-dir", glue_dir, "--engines", STREAM,
                  "--limit", "4", "--quiet")
-    assert_one_line_error(result, re.escape(rel))
+    assert_one_line_error(result, *names_the_file(rel))
 
 
 def test_every_file_of_a_streamed_set_is_in_the_manifest(bundle: Path) -> None:

@@ -19,6 +19,7 @@ from faultkit import (
     assert_one_line_error,
     cli,
     created_in,
+    engine_file,
     fill,
     leftovers,
     run_cli,
@@ -236,7 +237,7 @@ def _garbage_engine(root: Path) -> str:
     """Replace an int8 engine by bytes ONNX Runtime cannot load, recorded (size, sha256) in the manifest."""
     import hashlib
 
-    rel = f"{set_dir(INT8)}/layer_02.onnx"
+    rel = engine_file(root, INT8, "layer_02")
     data = b"\x08\x07" + b"not an onnx graph " * 64
     (root / rel).write_bytes(data)
     _edit_manifest(root, lambda m: m["files"].update(

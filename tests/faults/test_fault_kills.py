@@ -30,39 +30,42 @@ from faultkit import (
     finish,
     kill_group,
     leftovers,
-    manifest_json,
     new_files,
     run_cli,
-    set_dir,
+    set_files,
     spawn,
+    unlisted_engine_files,
     wait_for,
 )
 
-# build --overwrite of an existing set, in the order they are reached:
+# build --overwrite of an existing set, in the order they are reached. A design without one of these
+# steps fires the point at the nearest earlier moment; the first fires after the first stage's engine.
 BUILD_POINTS = (
-    "build:after-stages",    # every engine of the new set written and checked in the temporary area
-    "build:mid-swap",        # the old set's directory moved aside, the new one not yet in place
-    "build:after-swap",      # the new set's directory in place, the manifest not yet rewritten
-    "build:after-manifest",  # the manifest records the new set, the old set's copy not yet removed
+    "build:after-stage",     # one engine of the new set written (in the temporary area), the rest not yet
+    "build:before-move",     # every engine of the new set written and checked, nothing of the old set touched
+    "build:after-move",      # the new set's files in their final place, the manifest not yet rewritten
+    "build:after-manifest",  # the manifest records the new set, the old set's files not yet removed
 )
 # export --overwrite of an existing bundle:
 EXPORT_POINTS = (
     "export:after-stages",   # every stage file written and validated in the temporary area, no manifest yet
+    "export:before-rename",  # the new bundle complete (manifest included) in the temporary area
     "export:mid-swap",       # the old bundle moved aside, the new one not yet in place
     "export:after-swap",     # the new bundle in place, the old bundle's copy not yet removed
 )
 OUTPUTS = (".onnx", ".weights", ".npy")
 
 
-def assert_set_consistent(root: Path, name: str) -> None:
-    """The set's directory holds exactly the files its manifest entry lists, and it runs."""
-    files = manifest_json(root)["files"]
-    prefix = set_dir(name) + "/"
-    listed = {rel for rel in files if rel.startswith(prefix)}
-    on_disk = {p.relative_to(root).as_posix() for p in (root / set_dir(name)).rglob("*") if p.is_file()}
-    assert listed == on_disk, f"set {name}: on disk but not listed {sorted(on_disk - listed)}, " \
-                              f"listed but not on disk {sorted(listed - on_disk)}"
+def assert_set_runs(root: Path, name: str) -> None:
+    """The set is recorded, its files verify (``assert_bundle_verifies``) and ``run`` answers with it."""
+    assert set_files(root, name), f"set {name} lists no files"
     assert_ok(cli("run", root, TEXT, "--engines", name))
+
+
+def assert_clean(root: Path) -> None:
+    """After a successful writer: no temporaries beside or in the bundle, nothing unlisted under engines/."""
+    assert leftovers(root.parent) == [], "temporaries of a killed writer were left behind"
+    assert unlisted_engine_files(root) == [], "engine files no recorded set uses were left behind"
 
 
 def assert_killed_by_hook(proc, point: str) -> None:
@@ -78,10 +81,10 @@ def test_build_overwrite_killed_at_each_step(bundle_copy: Path, point: str) -> N
     proc = run_cli("build", bundle_copy, "--int8", "--overwrite", env=child_env(TRTBERT_FAULT=point))
     assert_killed_by_hook(proc, point)
     assert_bundle_verifies(bundle_copy, INT8, STREAM)
-    assert_set_consistent(bundle_copy, INT8)
+    assert_set_runs(bundle_copy, INT8)
     assert_ok(cli("build", bundle_copy, "--int8", "--overwrite"))
     assert_bundle_verifies(bundle_copy, INT8, STREAM)
-    assert leftovers(bundle_copy.parent) == []
+    assert_clean(bundle_copy)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
@@ -104,23 +107,26 @@ def test_build_killed_while_building(bundle_copy: Path, sig: int) -> None:
         kill_group(proc)
     assert result.returncode != 0, f"the build finished despite the signal: {result!r}"
     assert_bundle_verifies(bundle_copy, INT8, STREAM)
-    assert_set_consistent(bundle_copy, STREAM)
+    assert_set_runs(bundle_copy, STREAM)
     if sig == signal.SIGTERM:
         assert leftovers(bundle_copy.parent) == [], "SIGTERM left temporaries behind (Ctrl-C would not)"
     assert_ok(cli("build", bundle_copy, "--int8", "--stream", "--overwrite"))
-    assert leftovers(bundle_copy.parent) == [], "the next build did not remove the killed build's temporaries"
     assert_bundle_verifies(bundle_copy, INT8, STREAM)
+    assert_clean(bundle_copy)
 
 
 @pytest.mark.parametrize("point", EXPORT_POINTS)
 def test_export_overwrite_killed_at_each_step(model_dir: Path, bundle: Path, tmp_path: Path, point: str) -> None:
-    """Items 5 and 1: ``export --overwrite`` of an existing bundle killed (-9) at each step leaves the old
-    or the new bundle complete (verifies in full)."""
+    """Items 5 and 6: ``export --overwrite`` of an existing bundle killed (-9) at each step leaves the old
+    or the new bundle complete (verifies in full); the next export succeeds and leaves no temporaries."""
     out = tmp_path / "b"
     shutil.copytree(bundle, out)
     proc = run_cli("export", "--model", model_dir, "--out", out, "--overwrite", env=child_env(TRTBERT_FAULT=point))
     assert_killed_by_hook(proc, point)
     assert_bundle_verifies(out)
+    assert_ok(cli("export", "--model", model_dir, "--out", out, "--overwrite"))
+    assert_bundle_verifies(out)
+    assert leftovers(tmp_path) == [], "the next export did not remove the killed export's temporaries"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])

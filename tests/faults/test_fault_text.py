@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from faultkit import INT8, SENTENCES, TEXT, assert_ok, assert_one_line_error, cli, flip_bit, set_dir, write_sst2
+from faultkit import INT8, SENTENCES, TEXT, assert_ok, assert_one_line_error, cli, engine_file, flip_bit, write_sst2
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
@@ -61,7 +61,7 @@ def test_file_where_a_bundle_directory_is_expected(tmp_path: Path, glue_dir: Pat
 def test_engine_fault_says_rebuild_not_reexport(bundle_copy: Path, fault: str) -> None:
     """Item 13: a corrupted or missing engine file (which only needs a rebuild) says to rebuild the set,
     not to re-export the bundle."""
-    engine = bundle_copy / set_dir(INT8) / "layer_02.onnx"
+    engine = bundle_copy / engine_file(bundle_copy, INT8, "layer_02")
     if fault == "flipped":
         flip_bit(engine)
     else:
