@@ -37,7 +37,7 @@ def prepare(workdir: Path, rebuild: bool) -> tuple[Path, Path]:
         import torch
         from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-        from trtbert.exporter.source import minilm_path
+        from trtbert.modeling.source import minilm_path
 
         vocab = minilm_path()
         if vocab is None:

@@ -30,7 +30,7 @@ def make_model(model_dir: Path) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from trtbert.exporter.source import minilm_path
+    from trtbert.modeling.source import minilm_path
 
     vocab = minilm_path()
     if vocab is None:

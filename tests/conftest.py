@@ -36,7 +36,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_bundles(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One exported bundle per family, with a trained-format exit head on every layer."""
     from trtbert.exporter.export import ExportOptions, export_bundle
-    from trtbert.exporter.heads import ExitHeads, HeadsConfig
+    from trtbert.modeling.heads import ExitHeads, HeadsConfig
 
     root = tmp_path_factory.mktemp("tiny-bundles")
     bundles = {}

@@ -29,9 +29,14 @@ def _vocab() -> list[str]:
 def _tokenizer(directory: Path):
     from transformers import BertTokenizerFast
 
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+    vocab = {token: i for i, token in enumerate(_vocab())}
+    try:  # transformers 5: the vocabulary itself (a vocab_file argument would be ignored: 5 tokens)
+        tok = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
+    except TypeError:  # transformers 4
+        vocab_file = directory / "vocab.txt"
+        vocab_file.write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
+        tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+    assert len(tok) == len(vocab), f"tiny tokenizer has {len(tok)} tokens, expected {len(vocab)}"
     tok.save_pretrained(str(directory))
     return tok
 

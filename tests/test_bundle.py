@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trtbert import bundle as B
-from trtbert.errors import BundleError
+from trtbert.errors import BundleError, TrtbertError
 
 
 @pytest.fixture
@@ -76,6 +76,7 @@ def test_atomic_directory_keeps_old_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep").write_text("old")
+    (target / B.MANIFEST).write_text(json.dumps({"format_version": B.FORMAT_VERSION}))  # a trtbert output
     with pytest.raises(RuntimeError):
         with B.atomic_directory(target, overwrite=True) as tmp:
             (tmp / "new").write_text("new")
@@ -85,6 +86,10 @@ def test_atomic_directory_keeps_old_on_failure(tmp_path: Path) -> None:
     with B.atomic_directory(target, overwrite=True) as tmp:
         (tmp / "new").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new"]
-    with pytest.raises(BundleError, match="already exists; pass --overwrite"):
+    with pytest.raises(TrtbertError, match="already exists; pass --overwrite"):
         with B.atomic_directory(target):
             pass
+    with pytest.raises(TrtbertError, match="holds files trtbert did not write"):  # user files: never replaced
+        with B.atomic_directory(target, overwrite=True):
+            pass
+    assert [p.name for p in target.iterdir()] == ["new"]

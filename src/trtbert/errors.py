@@ -43,3 +43,19 @@ class UsageError(TrtbertError):
 def missing_extra(module: str, extra: str) -> TrtbertError:
     """Error for an optional dependency that is not installed, naming the pip extra that brings it."""
     return TrtbertError(f"{module} is not installed; install it with: pip install 'trtbert[{extra}]'")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def ort_load_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's exceptions that mean a bad or unreadable model file (not a bug in trtbert):
+    a damaged graph, a missing file, an unsupported operator, no memory."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
+             "RuntimeException", "EPFail")
+    return (OSError, MemoryError, *(getattr(state, n) for n in names if hasattr(state, n)))

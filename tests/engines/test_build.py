@@ -15,7 +15,7 @@ from trtbert.engines.build import BuildOptions, build_engines, format_checks
 from trtbert.engines.registry import create_engine
 from trtbert.engines.validate import sample_tokens
 from trtbert.errors import EngineError
-from trtbert.inspect import describe
+from trtbert.describe import describe
 
 
 @pytest.fixture
@@ -57,11 +57,13 @@ def test_build_matches_onnx_and_is_recorded(family: str, precision: str, bundle_
         assert rel.startswith(f"engines/{name}/") and rel in bundle.manifest.files
     if family == "albert":  # one shared layer file, built once
         assert engine_set.stage_files["layer_01"] == engine_set.stage_files["layer_02"]
-        assert len(list((root / "engines" / name).glob("layer_*"))) == 1
+        assert len(list((root / "engines" / name).glob("*/layer_*"))) == 1  # one generation directory
     if precision == "int8":
         assert result.total_bytes < result.source_bytes
     assert name in describe(bundle)
-    assert not [p for p in (root / "engines").iterdir() if p.name.startswith(".")]  # no temporary left
+    assert not [p for p in root.rglob(".*") if p.name != B.files.LOCK]  # no temporary left
+    assert set(engine_set.costs) == set(engine_set.stage_files.values())  # measured resident cost per engine
+    assert all(c["host"] > 0 for c in engine_set.costs.values())
 
 
 def test_fp16_on_cpu_refused(bundle_copy) -> None:

@@ -77,6 +77,7 @@ def test_streamed_set_runs_under_a_small_cap_like_the_source_set(
 ) -> None:
     import shutil
 
+    from caps import streaming_cap
     from models import SENTENCES
     from trtbert.engines.build import BuildOptions, build_engines
     from trtbert.runtime.runner import Runner
@@ -88,14 +89,14 @@ def test_streamed_set_runs_under_a_small_cap_like_the_source_set(
     engine_set = B.load_bundle(root).engine_set(result.name)
     assert engine_set.backend == "ort-stream"
     assert all(f.endswith(".weights") for f in engine_set.stage_files.values())
-    largest = max(B.load_bundle(root).file_size(f) for f in engine_set.stage_files.values())
+    cap = streaming_cap(root, result.name)
     with Runner.from_bundle(root) as source:
         expected = source.layer_logits(SENTENCES)
-    with Runner.from_bundle(root, engines=result.name, memory_cap=largest * 2) as streamed:
+    with Runner.from_bundle(root, engines=result.name, memory_cap=cap) as streamed:
         got = streamed.layer_logits(SENTENCES)
         stats = streamed.stats()
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert stats.peak_bytes <= largest * 2
+    assert stats.peak_bytes <= cap
     if family == "bert":
         assert stats.evictions > 0  # the cap really streamed the layers
 

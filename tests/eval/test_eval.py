@@ -42,27 +42,28 @@ def bundle(tiny_bundles: dict[str, Path], tmp_path: Path) -> Path:
 
 def test_report_has_every_key_and_consistent_numbers(bundle: Path, glue: Path) -> None:
     report = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, exit="entropy:0.69", progress=False))
-    assert REPORT_KEYS <= set(report)
-    assert set(report["latency_ms"]) == {"mean", "p50", "p90", "p99"}
-    assert report["examples"] == sum(report["exit_histogram"].values()) == 64
-    assert report["num_layers"] == 2
-    assert report["layer_speedup"] == pytest.approx(2 / report["avg_exit_layer"])
-    assert report["peak_rss_mib"] > 0 and report["peak_pool_mib"] > 0
-    json.dumps(report)
+    data = report.to_json()
+    assert REPORT_KEYS <= set(data)
+    assert set(data["latency_ms"]) == {"mean", "p50", "p90", "p99"}
+    assert report.examples == sum(report.exit_histogram.values()) == 64
+    assert report.num_layers == 2
+    assert report.layer_speedup == pytest.approx(2 / report.avg_exit_layer)
+    assert report.peak_rss_mib > 0 and report.peak_pool_mib > 0
+    json.dumps(data)
 
 
 def test_sweep_points_equal_separate_runs(bundle: Path, glue: Path) -> None:
     rules = ["entropy:0.6", "entropy:0.69", "confidence:0.52", "patience:1"]
     swept = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, progress=False,
                                  sweeps=("entropy:0.6,0.69", "confidence:0.52", "patience:1")))
-    by_rule = {p["rule"]: p for p in swept["sweep"]}
+    by_rule = {p.rule: p for p in swept.sweep}
     assert list(by_rule) == rules
     for rule in rules:
         alone = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, exit=rule, progress=False))
-        assert by_rule[rule]["score"] == pytest.approx(alone["score"])
-        assert by_rule[rule]["avg_layers"] == pytest.approx(alone["avg_exit_layer"])
-        assert {int(k): v for k, v in by_rule[rule]["histogram"].items()} == alone["exit_histogram"]
-        assert by_rule[rule]["wall_ms"] > 0
+        assert by_rule[rule].score == pytest.approx(alone.score)
+        assert by_rule[rule].avg_layers == pytest.approx(alone.avg_exit_layer)
+        assert {int(k): v for k, v in by_rule[rule].histogram.items()} == alone.exit_histogram
+        assert by_rule[rule].wall_ms > 0
 
 
 def test_calibration_never_breaks_its_drop() -> None:
@@ -87,10 +88,10 @@ def test_calibrate_writes_the_default_policy(bundle: Path, glue: Path) -> None:
     report = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, calibrate=True, max_drop=1.0,
                                   calibration_split="dev-half", progress=False))
     policy = B.load_bundle(bundle).manifest.exit_policy
-    assert policy and policy["rule"] == report["calibration"]["rule"] == report["exit_rule"]
-    assert report["examples"] == 32 and policy["calibration"]["examples"] == 32
+    assert policy and policy["rule"] == report.calibration.rule == report.exit_rule
+    assert report.examples == 32 and policy["calibration"]["examples"] == 32
     again = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, progress=False))
-    assert again["exit_rule"] == policy["rule"]
+    assert again.exit_rule == policy["rule"]
 
 
 def test_cli_eval_json_and_plot(bundle: Path, glue: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from models import FAMILIES, SENTENCES, make_tiny_model
 from trtbert import bundle as B
 from trtbert.errors import ExportError, ModelError, UsageError
 from trtbert.exporter.export import ExportOptions, export_bundle, parse_exits
-from trtbert.exporter.heads import ExitHeads, HeadsConfig
+from trtbert.modeling.heads import ExitHeads, HeadsConfig
 
 
 def run_chain(root: Path, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray) -> dict[int, np.ndarray]:

@@ -20,7 +20,7 @@ TEXTS = [*SENTENCES, "the movie", " ".join(SENTENCES * 2)]
 def _with_heads(model_type: str, directory: Path, num_labels: int = 2, layers: int = LAYERS, hidden: int = 32) -> Path:
     import torch
 
-    from trtbert.exporter.heads import ExitHeads, HeadsConfig
+    from trtbert.modeling.heads import ExitHeads, HeadsConfig
 
     torch.manual_seed(1)
     config = HeadsConfig(readout="mean", layers=tuple(range(1, layers)), num_labels=num_labels,
@@ -76,3 +76,4 @@ def wide_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertForSequenceClassification(config).save_pretrained(str(model_dir))
     _with_heads("bert", model_dir, layers=WIDE_LAYERS, hidden=256)
     return _export(model_dir, root / "bundle")
+

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from caps import streaming_cap
 from conftest import LAYERS, TEXTS
 from trtbert.cli import main
 
@@ -29,10 +30,12 @@ def test_plain_output(rt_bundles: dict[str, Path]) -> None:
 
 
 def test_json_output_and_tsv_pairs(rt_bundles: dict[str, Path], tmp_path: Path) -> None:
-    result = _run(rt_bundles["bert"], TEXTS[0], "--json", "--memory-cap", "1MiB", "--exit", "max-layers:2")
+    cap = streaming_cap(rt_bundles["bert"])
+    result = _run(rt_bundles["bert"], TEXTS[0], "--json", "--memory-cap", str(cap), "--exit", "max-layers:2")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert set(record) == {"text", "label", "probabilities", "exit_layer"}
+    assert set(record) == {"text", "label", "probabilities", "exit_layer", "truncated", "timings_ms"}
+    assert record["truncated"] is False and record["timings_ms"]["total"] > 0 and "layer_01" in record["timings_ms"]
     assert record["exit_layer"] == 2 and record["text"] == TEXTS[0]
     assert set(record["probabilities"]) == {"LABEL_0", "LABEL_1"}
     pairs = tmp_path / "pairs.tsv"

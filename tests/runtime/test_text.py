@@ -11,7 +11,7 @@ import pytest
 from conftest import TEXTS
 from trtbert.bundle import load_bundle
 from trtbert.errors import UsageError
-from trtbert.runtime.text import TextEncoder, normalise_inputs, read_tsv
+from trtbert.runtime.text import TextEncoder, normalise_inputs, read_inputs
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
@@ -37,12 +37,14 @@ def test_matches_autotokenizer(rt_bundles: dict[str, Path], family: str) -> None
 
 def test_bad_inputs() -> None:
     for bad, message in [([], "no input"), (["fine", "   "], "input 2 is empty"), ([""], "input 1 is empty"),
-                         (["a", ("b", "c")], "not a mix"), ([("a", " ")], "empty")]:
+                         ([("a", " ")], "empty"), (None, "no input"), (["\u200b\u200d"], "input 1 is empty"),
+                         (["bad \udcff byte"], "not valid UTF-8")]:
         with pytest.raises(UsageError, match=message):
             normalise_inputs(bad)
-    assert normalise_inputs("one text") == (["one text"], False)
-    assert normalise_inputs(("a", "b")) == ([("a", "b")], True)
-    assert normalise_inputs([["a", "b"]]) == ([("a", "b")], True)
+    assert normalise_inputs("one text") == ["one text"]
+    assert normalise_inputs(("a", "b")) == [("a", "b")]
+    assert normalise_inputs([["a", "b"]]) == [("a", "b")]
+    assert normalise_inputs(["a", ("b", "c")]) == ["a", ("b", "c")]  # texts and pairs mix (the README does)
 
 
 def test_truncation_warns_once_per_run(rt_bundles: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
@@ -55,16 +57,31 @@ def test_truncation_warns_once_per_run(rt_bundles: dict[str, Path], caplog: pyte
     assert warnings == ["3 of 4 inputs were longer than 64 tokens and were truncated"]
 
 
-def test_read_tsv(tmp_path: Path) -> None:
+def test_read_inputs(tmp_path: Path) -> None:
     single = tmp_path / "single.tsv"
-    single.write_text("the movie\n\na dull film\n", encoding="utf-8")
-    assert read_tsv(single) == ["the movie", "a dull film"]
+    single.write_text("\ufeffthe movie\n\na dull film\n", encoding="utf-8")  # a byte-order mark is dropped
+    assert read_inputs(single) == ["the movie", "a dull film"]
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("a\tb\nc\td\n", encoding="utf-8")
-    assert read_tsv(pairs) == [("a", "b"), ("c", "d")]
+    assert read_inputs(pairs) == [("a", "b"), ("c", "d")]
     mixed = tmp_path / "mixed.tsv"
     mixed.write_text("a\tb\nc\n", encoding="utf-8")
     with pytest.raises(UsageError, match="do not mix"):
-        read_tsv(mixed)
+        read_inputs(mixed)
+    blank = tmp_path / "blank.tsv"
+    blank.write_text("fine\n  \n", encoding="utf-8")
+    with pytest.raises(UsageError, match="blank.tsv:2 is empty"):
+        read_inputs(blank)
     with pytest.raises(UsageError, match="cannot read"):
-        read_tsv(tmp_path / "missing.tsv")
+        read_inputs(tmp_path / "missing.tsv")
+
+
+def test_long_text_is_cut_before_tokenising_without_changing_truncation(rt_bundles: dict[str, Path]) -> None:
+    encoder = TextEncoder.from_bundle(load_bundle(rt_bundles["roberta"]))
+    huge = " ".join(TEXTS * 3000)  # ~100,000 words
+    head, cut = encoder.cut(huge)
+    assert cut and len(head) < len(huge) // 50
+    assert encoder.encode([huge]).input_ids[0].tolist() == encoder._tok.encode(huge).ids  # the whole text's
+    pair = encoder.encode([(huge, "the movie")])
+    want = encoder._tok.encode(huge, "the movie")
+    assert pair.input_ids[0].tolist() == want.ids and pair.truncated[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trtbert.exporter.heads import ExitHeads
+from trtbert.modeling.heads import ExitHeads
 from trtbert.train import TrainOptions, train
 from trtbert.train import trainer as trainer_module
 

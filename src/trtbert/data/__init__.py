@@ -7,12 +7,22 @@
 
 from __future__ import annotations
 
-from trtbert.data.glue import SPLITS, SST2_SAMPLE, Example, load_split, read_tsv, resolve_split, split_path
+from trtbert.data.glue import (
+    SAMPLE_GLUE,
+    SPLITS,
+    SST2_SAMPLE,
+    Example,
+    load_split,
+    read_tsv,
+    resolve_data_dir,
+    resolve_split,
+    split_path,
+)
 from trtbert.data.metrics import main_score, predictions_from_logits, score
 from trtbert.data.tasks import CLASSIFICATION, REGRESSION, TASKS, Task, get_task, task_names
 
 __all__ = [
-    "CLASSIFICATION", "REGRESSION", "SPLITS", "SST2_SAMPLE", "TASKS", "Example", "Task", "get_task",
-    "load_split", "main_score", "predictions_from_logits", "read_tsv", "resolve_split", "score",
+    "CLASSIFICATION", "REGRESSION", "SAMPLE_GLUE", "SPLITS", "SST2_SAMPLE", "TASKS", "Example", "Task", "get_task",
+    "load_split", "main_score", "predictions_from_logits", "read_tsv", "resolve_data_dir", "resolve_split", "score",
     "split_path", "task_names",
 ]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from trtbert.data.tasks import Task, get_task
-from trtbert.errors import DataError
+from trtbert.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,25 @@ _HF_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation_
               "dev_mismatched": "validation_mismatched"}
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 SST2_SAMPLE = SAMPLES_DIR / "sst2_sample.tsv"  # 64 rows of SST-2 dev, GLUE format (with header)
+SAMPLE_GLUE = SAMPLES_DIR / "glue"  # SST-2 only: 1,000 train rows and 200 dev rows (see its README)
+GLUE_ENV = "TRTBERT_GLUE_DIR"
+HF_DATASET = "nyu-mll/glue"
+
+
+def resolve_data_dir(task: Task | str, data_dir: str | Path | None) -> Path | None:
+    """Where a task's TSV files are read from: ``data_dir``, else ``$TRTBERT_GLUE_DIR``, else the shipped
+    sample (SST-2 only; said in a warning), else None (Hugging Face ``datasets``, needs network)."""
+    task = get_task(task) if isinstance(task, str) else task
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(GLUE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if (SAMPLE_GLUE / task.directory).is_dir():
+        log.warning("no --data-dir (or $%s): using the SST-2 sample shipped with trtbert (%s: 1,000 train and "
+                    "200 dev rows); pass --data-dir glue_data/ for the full task", GLUE_ENV, SAMPLE_GLUE)
+        return SAMPLE_GLUE
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,18 +76,18 @@ def split_path(task: Task | str, split: str, data_dir: str | Path) -> Path:
 
 
 def load_split(task: Task | str, split: str, data_dir: str | Path | None = None,
-               limit: int | None = None) -> list[Example]:
+               limit: int | None = None, dataset: str = HF_DATASET) -> list[Example]:
     """Examples of one GLUE split, in file order (the first ``limit`` rows when given).
 
-    With ``data_dir``: reads ``<data_dir>/<TASK>/<split>.tsv``. Without: downloads from Hugging Face
-    ``datasets`` (needs the package and network). Split ``dev`` on MNLI means ``dev_matched``
-    (task ``mnli-mm`` maps it to ``dev_mismatched``).
+    With ``data_dir``: reads ``<data_dir>/<TASK>/<split>.tsv``. Without: downloads ``dataset`` from
+    Hugging Face ``datasets`` (needs the ``datasets`` extra and network). Split ``dev`` on MNLI means
+    ``dev_matched`` (task ``mnli-mm`` maps it to ``dev_mismatched``).
     """
     task = get_task(task) if isinstance(task, str) else task
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of rows, got {limit}")
     if data_dir is None:
-        return _load_hf(task, resolve_split(task, split), limit)
+        return _load_hf(task, resolve_split(task, split), limit, dataset)
     path = split_path(task, split, data_dir)
     if not path.is_file():
         raise DataError(
@@ -83,7 +103,7 @@ def read_tsv(task: Task | str, path: str | Path, limit: int | None = None) -> li
     path = Path(path)
     examples: list[Example] = []
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:  # GLUE's own files may start with a BOM
             rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             if task.header:
                 header = next(rows, None)
@@ -147,19 +167,19 @@ def _example(task: Task, row: list[str], cols: tuple[int, int | None, int], path
     return Example(row[a], None if b is None else row[b], label, line)
 
 
-def _load_hf(task: Task, split: str, limit: int | None) -> list[Example]:
+def _load_hf(task: Task, split: str, limit: int | None, dataset: str = HF_DATASET) -> list[Example]:
     """GLUE from Hugging Face ``datasets`` (optional dependency, needs network)."""
-    hint = "download GLUE (glue_data/<TASK>/*.tsv) and pass --data-dir"
+    hint = "download GLUE (glue_data/<TASK>/*.tsv) and pass --data-dir (or set $TRTBERT_GLUE_DIR)"
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
         raise DataError(f"no --data-dir given and the 'datasets' package is not installed; {hint}") from None
     hf_split = _HF_SPLITS[split]
     try:
-        ds = datasets.load_dataset("nyu-mll/glue", task.hf_config, split=hf_split)
-    except Exception as exc:  # network, hub and cache errors come in many types
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot load GLUE {task.name}/{hf_split} from the Hugging Face Hub ({first}); {hint}") from None
+        ds = datasets.load_dataset(dataset, task.hf_config, split=hf_split)
+    except (OSError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as exc:
+        raise DataError(f"cannot load {dataset} {task.hf_config}/{hf_split} from the Hugging Face Hub "
+                        f"({first_line(exc)}); {hint}") from exc
     col_a, col_b = task.hf_columns
     examples = []
     for i, row in enumerate(ds, start=1):

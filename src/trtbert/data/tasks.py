@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trtbert.bundle.manifest import CLASSIFICATION, REGRESSION
 from trtbert.errors import DataError
-
-CLASSIFICATION = "single_label_classification"
-REGRESSION = "regression"
 
 
 @dataclass(frozen=True)

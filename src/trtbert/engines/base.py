@@ -1,71 +1,75 @@
-"""The engine lifecycle every backend shares.
+"""The engine lifecycle every backend shares, and the resources engines of one owner share.
 
 An engine is one stage's compiled graph on one backend. ``load`` and ``unload`` are idempotent;
-``nbytes`` is measured when the engine loads (never below its file size); ``infer`` takes and returns
-name -> ndarray dicts, checked at the boundary unless ``check=False`` (the hot loop), and refuses to
-run while unloaded. The runtime's pool is the only caller of ``load`` and ``unload``.
+``infer`` takes and returns name -> ndarray dicts, checked at the boundary unless ``check=False`` (the
+hot loop), and refuses to run while unloaded. Before reading its files, ``load`` checks that they are
+the files verified when the bundle was opened (size, mtime, inode). ``cost`` is what the engine holds
+while loaded, measured once at build time in a clean process (``engines/costs.py``) and recorded in the
+manifest: the pool plans with it, before any load. The runtime's pool is the only caller of ``load``
+and ``unload``.
 """
 
 from __future__ import annotations
 
 import abc
-import ctypes
-import functools
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trtbert.bundle import TensorSpec
-from trtbert.errors import EngineError
+from trtbert.bundle import FileStamp, TensorSpec
+from trtbert.errors import BundleError, EngineError
+from trtbert.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_LOAD_LOCK = threading.Lock()  # loads are serialised so that their RSS deltas do not overlap
+
+@dataclass(frozen=True)
+class Cost:
+    """Bytes an engine holds while loaded: ``host`` (process memory, its peak while loading included)
+    and ``device`` (GPU memory: on a Jetson the same physical memory). ``measured`` is False for an
+    estimate (a set built before costs were recorded)."""
+
+    host: int
+    device: int = 0
+    measured: bool = True
+
+    @property
+    def total(self) -> int:
+        """What counts against the memory cap."""
+        return self.host + self.device
 
 
-def current_rss() -> int:
-    """Resident set size of this process in bytes (Linux ``/proc``; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
+class Shared:
+    """What the engines of one owner (a runner, a build's check) share: template sessions, device
+    scratch. Created and closed by that owner; nothing here is process-wide."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[Any, Any] = {}
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The item under ``key``, made once by ``make()``."""
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = make()
+            return self._items[key]
 
-
-def release_freed_memory() -> None:
-    """Hand memory freed by an unloaded engine back to the OS (glibc keeps freed heap otherwise,
-    and a streaming process's RSS would creep up over thousands of loads)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (``VmHWM``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    def close(self) -> None:
+        """Drop every item (calling ``close``/``free`` where an item has one)."""
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+        for item in items:
+            for name in ("close", "free"):
+                if callable(getattr(item, name, None)):
+                    getattr(item, name)()
+                    break
 
 
 class Engine(abc.ABC):
@@ -79,8 +83,9 @@ class Engine(abc.ABC):
         self.inputs = inputs
         self.outputs = outputs
         self._loaded = False
-        self._nbytes = 0
         self.load_seconds = 0.0
+        self.cost: Cost | None = None  # recorded at build time; set by whoever creates the engine
+        self.stamps: dict[Path, FileStamp] = {}  # the set's files as verified; checked before every load
 
     @property
     def loaded(self) -> bool:
@@ -94,24 +99,40 @@ class Engine(abc.ABC):
 
     @property
     def nbytes(self) -> int:
-        """Bytes this engine holds while loaded (measured at load; the file size before the first load)."""
-        return self._nbytes if self._loaded or self._nbytes else self.file_size
+        """Bytes this engine counts against a memory cap (its recorded cost; else twice its file)."""
+        return self.cost.total if self.cost is not None else 2 * self.file_size
+
+    def files(self) -> list[Path]:
+        """Every file a load reads (the engine file; streamed engines add their template)."""
+        return [self.path]
+
+    def check_files(self) -> None:
+        """Refuse files that changed on disk since they were verified (a rebuild or a copy mid-run)."""
+        for path in self.files():
+            stamp = self.stamps.get(path)
+            if stamp is None:
+                continue
+            try:
+                now = FileStamp.of(path)
+            except FileNotFoundError:
+                raise BundleError(f"{path} was deleted while in use; restore the bundle and rerun") from None
+            if now != stamp:
+                raise BundleError(f"{path} changed on disk while in use (it was verified at start); do not "
+                                  "modify a bundle while it runs, then rerun")
 
     def load(self) -> None:
         """Make the engine resident; a no-op if it already is."""
         if self._loaded:
             return
         if not self.path.is_file():
-            raise EngineError(f"engine file {self.path} is missing; rebuild the engine set")
-        self._prepare()
-        with _LOAD_LOCK:
-            before = current_rss()
-            start = time.perf_counter()
-            self._load()
-            self.load_seconds = time.perf_counter() - start
-            self._nbytes = max(self.file_size, current_rss() - before)
-            self._loaded = True
-        log.debug("loaded %s (%s) in %.1f ms, %d bytes", self.name, self.backend, self.load_seconds * 1e3, self._nbytes)
+            raise EngineError(f"engine file {self.path} is missing; rebuild the engine set "
+                              "(trtbert build ... --overwrite)")
+        self.check_files()
+        start = time.perf_counter()
+        self._load()
+        self.load_seconds = time.perf_counter() - start
+        self._loaded = True
+        log.debug("loaded %s (%s) in %.1f ms", self.name, self.backend, self.load_seconds * 1e3)
 
     def unload(self) -> None:
         """Free the engine; a no-op if it is not loaded."""
@@ -158,9 +179,6 @@ class Engine(abc.ABC):
         state = "loaded" if self._loaded else "unloaded"
         return f"{type(self).__name__}({self.name!r}, {self.path.name}, {state})"
 
-    def _prepare(self) -> None:
-        """Acquire what is shared with other engines (not counted in this engine's bytes)."""
-
     @abc.abstractmethod
     def _load(self) -> None: ...
 
@@ -169,3 +187,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

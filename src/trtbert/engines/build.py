@@ -1,18 +1,22 @@
-"""``trtbert build``: turn a bundle's ONNX stages into an engine set, check it, record it in the manifest.
+"""``trtbert build``: turn a bundle's ONNX stages into an engine set, check it, measure it, record it.
 
-One file per distinct stage file (ALBERT's shared layer is built once) goes into
-``engines/<name>/``. The set is built in a temporary directory under ``engines/``, every stage is
-checked against its ONNX stage on sample inputs, the directory is renamed into place, and only then
-is the manifest rewritten (atomically): an interrupted or failed build leaves the bundle as it was.
+One file per distinct stage file (ALBERT's shared layer is built once). The set is built in the
+bundle's temporary area, every stage is checked against its ONNX stage on sample inputs, each
+engine's resident cost is measured in a clean process (``engines/costs.py``), the set is moved to a
+new generation directory ``engines/<name>/<generation>/`` and recorded by one atomic manifest write
+under the bundle's lock; only then is the previous generation deleted. A kill at any instant leaves
+the old or the new set complete and recorded; the next writer removes what a dead one left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
+import os
 import re
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +26,16 @@ import numpy as np
 
 from trtbert import __version__
 from trtbert import bundle as B
+from trtbert import faults
 from trtbert.engines.base import Engine
+from trtbert.engines.costs import measure_costs
 from trtbert.engines.validate import INT8_WARN, TOLERANCES, compare, reference_samples
 from trtbert.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "tensorrt")
+BUILD_BACKENDS = ("ort", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-TRT_CACHE_DIR = "trt_cache"  # ONNX Runtime's TensorRT engine cache, inside the set; written at run time
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -107,10 +112,10 @@ def default_set_name(options: BuildOptions) -> str:
     return f"ort-{options.provider}-{options.precision}" + ("-stream" if options.stream else "")
 
 
-def make_builder(options: BuildOptions, manifest: B.Manifest, name: str) -> StageBuilder:
+def make_builder(options: BuildOptions, manifest: B.Manifest, rel_dir: str) -> StageBuilder:
     """The builder for ``options.backend``, refusing what it cannot do (one clear line)."""
-    if options.backend not in BACKENDS:
-        raise EngineError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if options.backend not in BUILD_BACKENDS:
+        raise EngineError(f"unknown backend {options.backend!r}; choose one of {', '.join(BUILD_BACKENDS)}")
     if options.precision not in PRECISIONS:
         raise EngineError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if options.backend == "tensorrt":
@@ -126,7 +131,7 @@ def make_builder(options: BuildOptions, manifest: B.Manifest, name: str) -> Stag
 
         if options.trt_cache and options.provider != "tensorrt":
             raise EngineError("--trt-cache is for --provider tensorrt (ONNX Runtime's TensorRT engine cache)")
-        cache = f"{B.engine_dir(name)}/{TRT_CACHE_DIR}" if options.trt_cache else None
+        cache = f"{rel_dir}/{B.TRT_CACHE_DIR}" if options.trt_cache else None
         builder = OrtBuilder(provider=options.provider, precision=options.precision,
                              int8_weights=options.int8_weights, trt_cache_dir=cache)
         if options.stream:
@@ -138,7 +143,8 @@ def make_builder(options: BuildOptions, manifest: B.Manifest, name: str) -> Stag
 
 
 def build_engines(options: BuildOptions, on_stage: Callable[[str], None] | None = None) -> BuildResult:
-    """Build, check and record one engine set of ``options.bundle``; ``on_stage(name)`` after each stage."""
+    """Build, check, measure and record one engine set of ``options.bundle``; ``on_stage(name)`` after
+    each stage."""
     start = time.perf_counter()
     bundle = B.load_bundle(options.bundle, verify="none")
     manifest = bundle.manifest
@@ -146,33 +152,44 @@ def build_engines(options: BuildOptions, on_stage: Callable[[str], None] | None 
     if not _NAME.match(name) or name == B.SOURCE_SET:
         raise EngineError(f"engine set name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
                           f"(and not {B.SOURCE_SET!r})")
-    target = bundle.path(B.engine_dir(name))
-    if (name in manifest.engine_sets or target.exists()) and not options.overwrite:
+    if name in manifest.engine_sets and not options.overwrite:
         raise EngineError(f"engine set {name!r} already exists in {bundle.root}; pass --overwrite to rebuild it "
                           "or --name to build another")
-    builder = make_builder(options, manifest, name)
-    bundle.verify(files=bundle.files_of_set(B.SOURCE_SET))  # source graphs present and intact
-    references = reference_samples(bundle)
-    by_file: dict[str, list[B.Stage]] = {}
-    for stage in manifest.stages:
-        by_file.setdefault(stage.file, []).append(stage)
-
-    engines_root = bundle.path(B.ENGINES_DIR)
-    made_root = not engines_root.exists()
+    rel_dir = B.set_dir(name, uuid.uuid4().hex[:8])
+    builder = make_builder(options, manifest, rel_dir)
     try:
-        with B.atomic_directory(target, overwrite=True) as tmp:
+        bundle.verify(files=bundle.files_of_set(B.SOURCE_SET))  # source graphs present and intact
+        by_file: dict[str, list[B.Stage]] = {}
+        for stage in manifest.stages:
+            by_file.setdefault(stage.file, []).append(stage)
+        source = sum(manifest.files[f].size for f in by_file)
+        B.check_space(bundle.root, 3 * source)  # the set, its intermediates, the optimiser's copies
+        references = reference_samples(bundle)
+        with B.work_area(bundle.root) as work:
+            built = B.make_dir(work / "set")
             if options.trt_cache:
-                (tmp / TRT_CACHE_DIR).mkdir()
-            checks, stage_files = _build_files(builder, bundle, by_file, references, tmp, name, options, on_stage)
+                B.make_dir(built / B.TRT_CACHE_DIR)
+            checks, stage_files = _build_files(builder, bundle, by_file, references, built, rel_dir, options,
+                                               on_stage)
             failures = [c for c in checks if c.status == "fail"]
             if failures:
                 raise EngineError(f"{name}: {', '.join(c.stage for c in failures)} differ from the ONNX stages "
                                   f"beyond tolerance; max |diff| per stage:\n{format_checks(checks)}")
-            entries = _file_entries(tmp, B.engine_dir(name))
-    except BaseException:
-        if made_root:
-            with contextlib.suppress(OSError):
-                engines_root.rmdir()  # only if still empty
+            builder.close()
+            engine_set = B.EngineSet(
+                name=name, backend=builder.backend, precision=options.precision, stage_files=stage_files,
+                options=builder.options(),
+                versions={"trtbert": __version__, "numpy": np.__version__, **builder.versions()},
+                validation={c.stage: c.max_diff for c in checks}, directory=rel_dir,
+            )
+            entries = _file_entries(built, rel_dir)
+            engine_set = dataclasses.replace(engine_set, files=tuple(entries))
+            engine_set = measure_costs(bundle, engine_set, built)
+            faults.point("build:before-move")
+            _commit(bundle.root, engine_set, entries, built)
+    except OSError as exc:
+        if B.no_space(exc):
+            raise B.os_error("write to", bundle.root, exc) from exc
         raise
     finally:
         builder.close()
@@ -181,17 +198,10 @@ def build_engines(options: BuildOptions, on_stage: Callable[[str], None] | None 
                      "metric (trtbert eval) before using this set" for c in checks if not c.ok)
     for text in warnings:
         log.warning(text)
-    engine_set = B.EngineSet(
-        name=name, backend=builder.backend, precision=options.precision, stage_files=stage_files,
-        options=builder.options(),
-        versions={"trtbert": __version__, "numpy": np.__version__, **builder.versions()},
-        validation={c.stage: c.max_diff for c in checks},
-    )
-    _record(bundle.root, engine_set, entries)
     total = sum(e.size for e in entries.values())
-    source = sum(manifest.files[f].size for f in by_file)
     seconds = time.perf_counter() - start
-    log.debug("built %s (%s %s) in %.1f s: %.1f MiB", name, builder.backend, options.precision, seconds, total / 2**20)
+    log.info("built %s (%s %s) in %.1f s: %.1f MiB", name, builder.backend, options.precision, seconds,
+             total / 2**20)
     return BuildResult(bundle=bundle.root, name=name, backend=builder.backend, precision=options.precision,
                        stages=tuple(checks), total_bytes=total, source_bytes=source, seconds=seconds,
                        warnings=warnings)
@@ -202,24 +212,25 @@ def _build_files(
     bundle: B.Bundle,
     by_file: dict[str, list[B.Stage]],
     references: dict[str, Any],
-    tmp: Path,
-    name: str,
+    out: Path,
+    rel_dir: str,
     options: BuildOptions,
     on_stage: Callable[[str], None] | None,
 ) -> tuple[list[StageCheck], dict[str, str]]:
-    """Build every distinct stage file into ``tmp`` and check each stage that uses it."""
+    """Build every distinct stage file into ``out`` and check each stage that uses it."""
     from tqdm import tqdm
 
     atol, rtol = TOLERANCES.get(options.precision, INT8_WARN)
     checks: list[StageCheck] = []
     stage_files: dict[str, str] = {}
-    with tqdm(total=len(bundle.manifest.stages), desc=f"build {name}", unit="stage",
+    with tqdm(total=len(bundle.manifest.stages), desc=f"build {Path(rel_dir).parent.name}", unit="stage",
               disable=not options.progress, leave=False) as bar:
         for src, stages in by_file.items():
-            dst = tmp / (Path(src).stem + builder.suffix)
+            dst = out / (Path(src).stem + builder.suffix)
             bar.set_postfix_str(stages[0].name)
             builder.build(bundle.path(src), dst, stages[0])
-            rel = f"{B.engine_dir(name)}/{dst.name}"
+            faults.point("build:after-stage")
+            rel = f"{rel_dir}/{dst.name}"
             for stage in stages:
                 result = compare(builder.engine(dst, stage), stage, references[stage.name])
                 status = "ok" if result.within(atol, rtol) else "warn" if options.precision == "int8" else "fail"
@@ -227,7 +238,7 @@ def _build_files(
                                          atol + rtol * result.scale, status))
                 stage_files[stage.name] = rel
                 log.debug("%-10s %-28s max|diff| %.2e (bound %.2e)", stage.name, rel, result.max_diff,
-                         atol + rtol * result.scale)
+                          atol + rtol * result.scale)
                 bar.update(1)
                 if on_stage is not None:
                     on_stage(stage.name)
@@ -236,24 +247,60 @@ def _build_files(
     return checks, stage_files
 
 
-def _file_entries(tmp: Path, rel_dir: str) -> dict[str, B.FileEntry]:
-    """Sizes and checksums of the set's files, under their final paths (the runtime cache is not listed)."""
+def _file_entries(built: Path, rel_dir: str) -> dict[str, B.FileEntry]:
+    """Sizes and checksums of every file the set reads, under their final paths (not the run-time cache)."""
     entries = {}
-    for path in sorted(tmp.rglob("*")):
-        rel = path.relative_to(tmp).as_posix()
-        if path.is_file() and not rel.startswith(TRT_CACHE_DIR + "/"):
+    for path in sorted(built.rglob("*")):
+        rel = path.relative_to(built).as_posix()
+        if path.is_file() and not rel.startswith(B.TRT_CACHE_DIR + "/"):
             final = f"{rel_dir}/{rel}"
             entries[final] = B.FileEntry(path=final, size=path.stat().st_size, sha256=B.sha256_file(path))
     return entries
 
 
-def _record(root: Path, engine_set: B.EngineSet, entries: dict[str, B.FileEntry]) -> None:
-    """Add the set to the manifest as it is now on disk (re-read, so a concurrent writer's change stays)."""
-    manifest = B.load_bundle(root, verify="none").manifest
-    prefix = B.engine_dir(engine_set.name) + "/"
-    files = {k: v for k, v in manifest.files.items() if not k.startswith(prefix)} | entries
-    sets = {**manifest.engine_sets, engine_set.name: engine_set}
-    B.write_manifest(root, dataclasses.replace(manifest, files=dict(sorted(files.items())), engine_sets=sets))
+def _commit(root: Path, engine_set: B.EngineSet, entries: dict[str, B.FileEntry], built: Path) -> None:
+    """Under the bundle's lock: move the built set to its generation directory, record it in the
+    manifest (the one atomic step), then delete what no recorded set references any more."""
+    with B.locked(root):
+        manifest = B.read_manifest(root)
+        target = root / str(engine_set.directory)
+        os.makedirs(target.parent, mode=B.files.dir_mode(), exist_ok=True)
+        os.replace(built, target)
+        faults.point("build:after-move")
+        old = manifest.engine_sets.get(engine_set.name)
+        stale = set() if old is None else set(old.stage_files.values()) | set(old.files)
+        files = {k: v for k, v in manifest.files.items() if k not in stale} | entries
+        sets = {**manifest.engine_sets, engine_set.name: engine_set}
+        updated = dataclasses.replace(manifest, files=dict(sorted(files.items())), engine_sets=sets)
+        B.write_manifest(root, updated)
+        faults.point("build:after-manifest")
+        remove_unreferenced(root, updated)
+
+
+def remove_unreferenced(root: Path, manifest: B.Manifest) -> list[str]:
+    """Delete what lies under ``engines/`` but no recorded set uses: previous generations, and sets
+    whose build was killed after the move. Call with the bundle's lock held."""
+    keep = {Path(f).parts[:3] for f in manifest.files if f.startswith(B.ENGINES_DIR + "/")}
+    engines = root / B.ENGINES_DIR
+    removed: list[str] = []
+    if not engines.is_dir():
+        return removed
+    for set_path in sorted(engines.iterdir()):
+        children = sorted(set_path.iterdir()) if set_path.is_dir() and not set_path.is_symlink() else [set_path]
+        for child in children:
+            rel = child.relative_to(root).parts
+            if rel in keep:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append("/".join(rel))
+        if set_path.is_dir() and not any(set_path.iterdir()):
+            set_path.rmdir()
+    for rel in removed:
+        log.info("removed %s: no engine set uses it", rel)
+    return removed
 
 
 def format_checks(checks: tuple[StageCheck, ...] | list[StageCheck]) -> str:

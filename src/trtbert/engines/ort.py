@@ -1,7 +1,7 @@
 """ONNX Runtime engines: one InferenceSession per stage, created on load and released on unload.
 
 Providers: ``cpu`` (always), ``cuda`` and ``tensorrt`` where the installed onnxruntime has them.
-Many sessions live in one process, so their thread pools never spin-wait (DESIGN.md: 14 spinning
+Many sessions live in one process, so their thread pools never spin-wait (docs/design.md: 14 spinning
 per-session pools ran 3x slower). ONNX Runtime's global thread pool is not used: once it exists,
 every session in the process must opt into it, which breaks any other library's sessions.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from trtbert.bundle import TensorSpec
 from trtbert.engines.base import Engine
-from trtbert.errors import EngineError
+from trtbert.errors import EngineError, first_line, ort_load_errors
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,9 @@ class OrtEngine(Engine):
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=session_options(self.options), providers=provider_list(self.options)
             )
-        except EngineError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise EngineError(f"cannot load {self.path}: {str(exc).splitlines()[0]}") from None
+        except ort_load_errors() as exc:  # a damaged or foreign file: rebuild; anything else is a bug
+            raise EngineError(f"cannot load {self.path}: {first_line(exc)}; rebuild the engine set "
+                              "(trtbert build ... --overwrite) or re-export the bundle") from exc
         got = {i.name for i in self._session.get_inputs()}
         want = {t.name for t in self.inputs}
         if got != want:

@@ -7,17 +7,16 @@ with graph optimisation off (``registry.py`` defaults ``optimization="disable"``
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtbert.bundle import Stage
 from trtbert.engines.ort import PROVIDERS, OrtEngine, OrtOptions, provider_list, session_options
-from trtbert.errors import EngineError, missing_extra
+from trtbert.errors import EngineError, first_line, missing_extra, ort_load_errors
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 # TensorRT provider does its own fusions and cannot run ONNX Runtime's fused contrib ops.
 OFFLINE_LEVEL = {"cpu": "extended", "cuda": "extended", "tensorrt": "basic"}
 INT8_WEIGHTS = ("qint8", "quint8")
-# Kept in fp32 by the fp16 conversion: LayerNorm overflows in fp16 (DESIGN.md, TensorRT notes).
+# Kept in fp32 by the fp16 conversion: LayerNorm overflows in fp16 (docs/design.md, TensorRT notes).
 FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization")
 
 
@@ -38,10 +37,8 @@ def optimize_model(src: Path, dst: Path, provider: str, level: str | None = None
     so.optimized_model_filepath = str(dst)
     try:
         ort.InferenceSession(str(src), sess_options=so, providers=provider_list(options))
-    except EngineError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise EngineError(f"optimising {src.name} for {provider} failed: {str(exc).splitlines()[0]}") from None
+    except ort_load_errors() as exc:
+        raise EngineError(f"optimising {src.name} for {provider} failed: {first_line(exc)}") from exc
     if not dst.is_file():
         raise EngineError(f"optimising {src.name} for {provider} wrote no {dst.name}")
 
@@ -56,25 +53,18 @@ def quantize_int8(src: Path, dst: Path, weights: str = "quint8") -> None:
     if weights not in INT8_WEIGHTS:
         raise EngineError(f"unknown int8 weight type {weights!r}; choose one of {', '.join(INT8_WEIGHTS)}")
     weight_type = QuantType.QInt8 if weights == "qint8" else QuantType.QUInt8
+    # The quantiser writes "<input>-inferred.onnx" beside its input: give it a private copy, so that
+    # nothing temporary lands in the bundle's onnx/ and concurrent builds cannot collide.
+    private = dst.parent / f".{dst.stem}-source.onnx"
+    shutil.copyfile(src, private)
     try:
-        with _quiet_root_logger():
-            quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=weight_type,
-                             per_channel=False, reduce_range=False)
-    except Exception as exc:  # the quantiser raises plain exceptions of many types
-        raise EngineError(f"int8 quantisation of {src.name} failed: {str(exc).splitlines()[0]}") from None
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """The quantiser logs advice ("consider pre-processing") on the root logger for every stage."""
-    root = logging.getLogger()
-    drop = logging.Filter()
-    drop.filter = lambda record: record.name != "root" or record.levelno > logging.WARNING  # type: ignore[method-assign]
-    root.addFilter(drop)
-    try:
-        yield
+        quantize_dynamic(private, dst, op_types_to_quantize=["MatMul", "Gemm"], weight_type=weight_type,
+                         per_channel=False, reduce_range=False)
+    except (OSError, ValueError) as exc:  # unreadable graph, full disk; anything else is a bug
+        raise EngineError(f"int8 quantisation of {src.name} failed: {first_line(exc)}") from exc
     finally:
-        root.removeFilter(drop)
+        private.unlink(missing_ok=True)
+        private.with_name(private.stem + "-inferred.onnx").unlink(missing_ok=True)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
@@ -85,11 +75,7 @@ def convert_fp16(src: Path, dst: Path) -> None:
     except ImportError as exc:
         raise missing_extra(exc.name or "onnx", "int8") from None
     model = onnx.load(str(src))
-    try:
-        model = convert_float_to_float16(model, keep_io_types=True,
-                                         op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS])
-    except Exception as exc:
-        raise EngineError(f"fp16 conversion of {src.name} failed: {str(exc).splitlines()[0]}") from None
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS])
     onnx.save(model, str(dst))
 
 

@@ -1,6 +1,6 @@
 """Streamed ONNX Runtime engines: one shared session per graph structure, weights fed as inputs.
 
-Creating an InferenceSession per stage per inference costs ~20 ms a layer (DESIGN.md), more than a
+Creating an InferenceSession per stage per inference costs ~20 ms a layer (docs/design.md), more than a
 layer's compute at short inputs. Every BERT layer has the same structure, so a build step turns each
 stage graph into
 
@@ -21,17 +21,16 @@ import hashlib
 import json
 import logging
 import struct
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trtbert.bundle import TensorSpec
-from trtbert.engines.base import Engine
+from trtbert.engines.base import Engine, Shared
 from trtbert.engines.ort import OrtEngine, OrtOptions, provider_list, session_options
-from trtbert.errors import EngineError
+from trtbert.errors import EngineError, first_line, ort_load_errors
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +103,13 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
         magic = fh.read(len(MAGIC))
         if magic != MAGIC:
             raise EngineError(f"{path} is not a trtbert weights file; rebuild the engine set")
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length).decode("utf-8"))
+        try:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length).decode("utf-8"))
+            if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
+                raise ValueError("no tensor list")
+        except (struct.error, UnicodeDecodeError, ValueError) as exc:
+            raise EngineError(f"{path} has a damaged header ({exc}); rebuild the engine set") from exc
     return header, _align(len(MAGIC) + 8 + length)
 
 
@@ -116,6 +120,7 @@ class StreamedBuilder:
     them to the device on every inference."""
 
     inner: Any  # engines.ort_build.OrtBuilder
+    shared: Shared = field(default_factory=Shared)
     backend = "ort-stream"
     suffix = ".weights"
 
@@ -147,41 +152,22 @@ class StreamedBuilder:
         """An engine to check the built stage with."""
         fields = set(OrtOptions.__dataclass_fields__)
         options = OrtOptions(**{k: v for k, v in self.options().items() if k in fields})
-        return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, options)
+        return StreamedEngine(path, stage.name, stage.inputs, stage.outputs, options, shared=self.shared)
 
     def close(self) -> None:
-        """Drop cached template sessions."""
-        TEMPLATES.clear()
+        """Drop the template sessions of the build's checks."""
+        self.shared.close()
 
 
-class _Templates:
-    """Process-wide cache of template sessions (no weights: a few hundred KiB each)."""
+def template_session(path: Path, options: OrtOptions) -> Any:
+    """An ONNX Runtime session over a template graph (no weights: a few hundred KiB)."""
+    import onnxruntime as ort
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sessions: dict[tuple[str, OrtOptions], Any] = {}
-
-    def get(self, path: Path, options: OrtOptions) -> Any:
-        import onnxruntime as ort
-
-        key = (str(path), options)
-        with self._lock:
-            if key not in self._sessions:
-                try:
-                    self._sessions[key] = ort.InferenceSession(
-                        str(path), sess_options=session_options(options), providers=provider_list(options))
-                except EngineError:
-                    raise
-                except Exception as exc:
-                    raise EngineError(f"cannot load template {path}: {str(exc).splitlines()[0]}") from None
-            return self._sessions[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._sessions.clear()
-
-
-TEMPLATES = _Templates()
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(options), providers=provider_list(options))
+    except ort_load_errors() as exc:
+        raise EngineError(f"cannot load template {path}: {first_line(exc)}; rebuild the engine set "
+                          "(trtbert build ... --overwrite)") from exc
 
 
 class StreamedEngine(OrtEngine):
@@ -196,19 +182,27 @@ class StreamedEngine(OrtEngine):
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
         options: OrtOptions | None = None,
+        shared: Shared | None = None,
     ) -> None:
         super().__init__(path, name, inputs, outputs, options)
+        self.shared = shared or Shared()
         self._weights: dict[str, np.ndarray] = {}
-        self._template: Any = None
-        self._header: tuple[dict[str, Any], int] = ({}, 0)
+        self._template_name: str | None = None
 
-    def _prepare(self) -> None:
-        self._header = read_header(self.path)
-        self._template = TEMPLATES.get(self.path.parent / self._header[0]["template"], self.options)
+    def files(self) -> list[Path]:
+        """The weights file and its template."""
+        if self._template_name is None:
+            try:
+                self._template_name = str(read_header(self.path)[0]["template"])
+            except (OSError, EngineError, ValueError, KeyError):  # load() reports the damaged file
+                return [self.path]
+        return [self.path] + ([self.path.parent / self._template_name] if self._template_name else [])
 
     def _load(self) -> None:
-        header, start = self._header
-        self._session = self._template
+        header, start = read_header(self.path)
+        template = self.path.parent / header["template"]
+        self._session = self.shared.get(("template", str(template), self.options),
+                                        lambda: template_session(template, self.options))
         buffer = np.empty(self.file_size - start, dtype=np.uint8)
         with open(self.path, "rb") as fh:
             fh.seek(start)

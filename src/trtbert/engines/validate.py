@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtbert import bundle as B
+from trtbert.bundle.chain import run_chain
+from trtbert.bundle.samples import sample_batches
 from trtbert.engines.base import Engine
 from trtbert.engines.ort import OrtEngine, OrtOptions
 
 log = logging.getLogger(__name__)
 
-SAMPLE_SHAPES = ((2, 16), (1, 7))  # (batch, sequence)
 # (absolute, relative to the largest reference value): a stage passes if max|diff| <= atol + rtol * max|ref|.
 TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-4, 1e-4), "fp16": (1e-2, 1e-2)}
 INT8_WARN = (0.25, 0.05)  # int8 is reported, never failed; above this bound the build warns
@@ -46,56 +47,36 @@ class Comparison:
 
 
 def sample_tokens(info: B.ModelInfo, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Token-level feeds (ids, mask, token types) for each sample shape."""
-    from trtbert.exporter.export import sample_batch  # numpy only
-
-    samples = []
-    for i, (batch, seq) in enumerate(SAMPLE_SHAPES):
-        feeds = sample_batch(info.vocab_size, info.pad_token_id, batch, min(seq, info.max_positions), seed=seed + i)
-        feeds[B.TOKEN_TYPE_IDS][:] = 0  # valid for every family (RoBERTa has one token type)
-        samples.append(feeds)
-    return samples
+    """Token-level feeds (ids, mask, token types all 0: valid for every family) for each sample shape."""
+    return sample_batches(info.vocab_size, info.pad_token_id, info.max_positions, token_types=False, seed=seed)
 
 
 def reference_samples(bundle: B.Bundle) -> dict[str, StageSample]:
     """Run the ONNX chain on the samples; every stage's inputs and outputs, by stage name."""
     manifest = bundle.manifest
     table = np.load(bundle.path(B.WORD_EMBEDDINGS), mmap_mode="r")
-    tokens = sample_tokens(manifest.model)
-    hidden = {}  # layer depth -> hidden states after it, per sample
     collected: dict[str, tuple[list, list]] = {s.name: ([], []) for s in manifest.stages}
     engines: dict[str, Engine] = {
         s.file: OrtEngine(bundle.path(s.file), s.name, s.inputs, s.outputs, OrtOptions())
         for s in manifest.stages
     }
+
+    def infer(position: int, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        engine = engines[stage.file]
+        engine.load()
+        out = engine.infer(feeds)
+        collected[stage.name][0].append(feeds)
+        collected[stage.name][1].append(out)
+        return out
+
     try:
-        for i, tok in enumerate(tokens):
-            state = None
-            for stage in manifest.stages:
-                if stage.kind == B.EMBEDDINGS:
-                    available = {**tok, B.INPUTS_EMBEDS: np.ascontiguousarray(table[tok[B.INPUT_IDS]])}
-                elif stage.kind == B.LAYER:
-                    available = {B.HIDDEN: state, B.ATTENTION_MASK: tok[B.ATTENTION_MASK]}
-                else:  # a separate head reads its layer's output
-                    available = {B.HIDDEN: hidden[(i, stage.layer)], B.ATTENTION_MASK: tok[B.ATTENTION_MASK]}
-                feeds = {t.name: available[t.name] for t in stage.inputs}
-                out = _run(engines[stage.file], stage, feeds)
-                collected[stage.name][0].append(feeds)
-                collected[stage.name][1].append(out)
-                if stage.kind == B.EMBEDDINGS:
-                    state = out[B.HIDDEN]
-                elif stage.kind == B.LAYER:
-                    state = out[B.HIDDEN_OUT]
-                    hidden[(i, stage.layer)] = state
+        for tokens in sample_tokens(manifest.model):
+            run_chain(manifest.stages, manifest.exit_layers, infer, tokens,
+                      np.ascontiguousarray(table[tokens[B.INPUT_IDS]]))
     finally:
         for engine in engines.values():
             engine.unload()
     return {name: StageSample(tuple(f), tuple(o)) for name, (f, o) in collected.items()}
-
-
-def _run(engine: Engine, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    engine.load()
-    return engine.infer(feeds)
 
 
 def compare(engine: Engine, stage: B.Stage, sample: StageSample) -> Comparison:

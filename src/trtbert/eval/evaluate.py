@@ -1,8 +1,11 @@
 """``trtbert eval``: task metric, latency, memory and exits of a bundle, against its own full model.
 
-One pass runs every layer (the full model: its latency, its metric, and the per-layer logits that
-decide every sweep point); a second pass runs the exit rule for real (its latency and exits).
-Never imports torch.
+Timing is fair: a few untimed batches warm the engines up, then each batch runs the full model (every
+layer: its latency, its metric, and the per-layer logits and times that decide every sweep point) and
+the exit rule for real, back to back, alternating which goes first, so a noisy minute hits both;
+latencies are reported as mean / p50 / p90 / p99 and the wall speed-up is the ratio of the means
+(``--exit none`` comes out at 1.00x). Sweep points are replayed from the full pass's logits (no extra
+pass): their latency is the full pass's time to each row's exit layer. Never imports torch.
 """
 
 from __future__ import annotations
@@ -11,25 +14,27 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trtbert import bundle as B
-from trtbert.data.glue import Example, load_split
+from trtbert.data.glue import HF_DATASET, Example, load_split, resolve_data_dir
 from trtbert.data.metrics import main_score
 from trtbert.data.tasks import Task, get_task
-from trtbert.engines.base import peak_rss
 from trtbert.errors import DataError, UsageError
-from trtbert.eval.sweep import Calibration, SweepPoint, calibrate, parse_sweep, replay
-from trtbert.runtime.exits import as_rule
+from trtbert.eval.calibration import CalibrationReport, calibrate_bundle, check_targets
+from trtbert.eval.sweep import SweepPoint, parse_sweep, replay
+from trtbert.memory import peak_rss
+from trtbert.runtime.exits import as_rule, exit_layers_for
 from trtbert.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
 DEV_HALF = "dev-half"  # calibrate on the first half of the reported split, report on the second
+WARMUP_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class EvalOptions:
     bundle: Path
     task: str
     data_dir: Path | None = None
+    dataset: str = HF_DATASET
     split: str = "dev"
     engines: str = B.SOURCE_SET
     exit: str | None = None
@@ -48,25 +54,88 @@ class EvalOptions:
     threads: int = 0
     sweeps: tuple[str, ...] = ()
     calibrate: bool = False
-    max_drop: float = 0.5
+    max_disagreement: float | None = None
+    max_drop: float | None = None
+    delta: float = 0.1
+    objective: str = "auto"
     calibration_split: str = "train"
     calibration_limit: int = 2000
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "calibration_limit"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)!r}")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be at least 1, got {self.limit}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise UsageError(f"--threads must be 0 (one per core) or more, got {self.threads!r}")
+        check_targets(self.max_disagreement, self.max_drop, self.delta, self.objective)
 
-@dataclass
-class _Pass:
-    latencies_ms: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-example latency in ms."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, latencies_ms: Sequence[float]) -> Latency:
+        """mean / p50 / p90 / p99 of per-example latencies."""
+        x = np.asarray(latencies_ms, dtype=np.float64)
+        if x.size == 0:
+            return cls(0.0, 0.0, 0.0, 0.0)
+        return cls(float(x.mean()), *(float(np.percentile(x, q)) for q in (50, 90, 99)))
 
 
-def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
-    """mean / p50 / p90 / p99 of per-example latencies, in ms."""
-    x = np.asarray(latencies_ms, dtype=np.float64)
-    if x.size == 0:
-        return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
-    return {"mean": float(x.mean()), "p50": float(np.percentile(x, 50)),
-            "p90": float(np.percentile(x, 90)), "p99": float(np.percentile(x, 99))}
+@dataclass(frozen=True)
+class TaskReport:
+    """One task's evaluation (MNLI dev: matched, with mismatched beside it)."""
+
+    task: str
+    split: str
+    metric: str
+    exit_rule: str
+    engines: str
+    memory_cap_mib: float | None
+    score: float
+    full_score: float
+    num_layers: int
+    avg_exit_layer: float
+    layer_speedup: float
+    wall_speedup: float
+    latency_ms: Latency
+    full_latency_ms: Latency
+    peak_rss_mib: float
+    peak_pool_mib: float
+    exit_histogram: dict[int, int]
+    examples: int
+    disagreement: float
+    oracle_layers: float
+    sweep: tuple[SweepPoint, ...] = ()
+    mismatched: TaskReport | None = None
+    calibration: CalibrationReport | None = None
+
+    @property
+    def full_point(self) -> dict[str, float]:
+        """The full model as a point of the speed-accuracy plane."""
+        return {"avg_layers": float(self.num_layers), "score": self.full_score}
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values (what ``--json`` writes)."""
+        out = dataclasses.asdict(self)
+        out["full_point"] = self.full_point
+        out["exit_histogram"] = {int(k): int(v) for k, v in self.exit_histogram.items()}
+        if self.mismatched is None:
+            out.pop("mismatched")
+        if self.calibration is None:
+            out.pop("calibration")
+        else:
+            out["calibration"] = self.calibration.to_json()
+        return out
 
 
 def check_labels(task: Task, manifest: B.Manifest) -> None:
@@ -87,166 +156,178 @@ def check_labels(task: Task, manifest: B.Manifest) -> None:
         raise DataError(f"bundle labels {list(model.labels)} do not match task {task.name}'s labels {list(task.labels)}")
 
 
-def _items(examples: Sequence[Example]) -> list[str | tuple[str, str]]:
+def items_of(examples: Sequence[Example]) -> list[str | tuple[str, str]]:
+    """Runner inputs of examples (texts, or pairs)."""
     return [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
 
 
-def _labels(examples: Sequence[Example]) -> np.ndarray:
+def labels_of(examples: Sequence[Example]) -> np.ndarray:
+    """Gold labels (ids, or scores for regression)."""
     return np.asarray([e.label for e in examples])
 
 
-def _batches(n: int, size: int, desc: str, progress: bool) -> Any:
-    starts = range(0, n, size)
-    if not progress:
-        return starts
+def _bar(n: int, desc: str, progress: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(starts, desc=desc, unit="batch", leave=False)
+    return tqdm(total=n, desc=desc, unit="row", leave=False, disable=not progress)
 
 
-def full_pass(runner: Runner, items: list[Any], batch_size: int, progress: bool) -> tuple[np.ndarray, _Pass]:
-    """Every exit layer's logits with no early exit, and the per-example latency of that full run."""
-    record, parts = _Pass(), []
-    start = time.perf_counter()
-    for s in _batches(len(items), batch_size, "full model", progress):
-        chunk = items[s:s + batch_size]
-        t0 = time.perf_counter()
-        parts.append(runner.layer_logits(chunk, batch_size=batch_size))
-        record.latencies_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
-    record.seconds = time.perf_counter() - start
-    return np.concatenate(parts, axis=1), record
+@dataclass(frozen=True)
+class Passes:
+    """Both passes over one split: every exit layer's logits and times (full model), the exit rule's
+    predictions, and the per-example latency of each."""
+
+    logits: np.ndarray  # (exits, rows, labels)
+    exits_ms: np.ndarray  # (exits, rows): ms from the start of a row's batch to each exit layer
+    predictions: tuple[Any, ...]
+    full_ms: tuple[float, ...]
+    exit_ms: tuple[float, ...]
 
 
-def exit_pass(runner: Runner, rule: str, items: list[Any], batch_size: int, progress: bool) -> tuple[list[Any], _Pass]:
-    """Predictions with ``rule`` run for real, and their per-example latency."""
+def run_passes(runner: Runner, rule: str, items: list[Any], batch_size: int, progress: bool = False,
+               desc: str = "eval") -> Passes:
+    """The full model and ``rule`` on every batch, interleaved (ABBA order), after a warm-up."""
     runner.rule = as_rule(rule, runner.bundle.manifest.model.problem_type)
-    record, predictions = _Pass(), []
-    start = time.perf_counter()
-    for s in _batches(len(items), batch_size, rule, progress):
-        chunk = items[s:s + batch_size]
-        t0 = time.perf_counter()
-        predictions += runner.predict(chunk, batch_size=batch_size)
-        record.latencies_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
-    record.seconds = time.perf_counter() - start
-    return predictions, record
+    for s in range(0, min(len(items), WARMUP_BATCHES * batch_size), batch_size):  # untimed warm-up
+        runner.layer_logits(items[s:s + batch_size], batch_size=batch_size)
+        runner.predict(items[s:s + batch_size], batch_size=batch_size)
+    logits, times, predictions, full_ms, exit_ms = [], [], [], [], []
+    with _bar(len(items), desc, progress) as bar:
+        for n, s in enumerate(range(0, len(items), batch_size)):
+            chunk = items[s:s + batch_size]
+            for first in ((True, False) if n % 2 == 0 else (False, True)):
+                t0 = time.perf_counter()
+                if first:
+                    got, cum = runner.layer_logits_timed(chunk, batch_size=batch_size)
+                    logits.append(got)
+                    times.append(cum)
+                    full_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
+                else:
+                    predictions += runner.predict(chunk, batch_size=batch_size)
+                    exit_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
+            bar.update(len(chunk))
+    return Passes(np.concatenate(logits, axis=1), np.concatenate(times, axis=1), tuple(predictions),
+                  tuple(full_ms), tuple(exit_ms))
 
 
-def _load(task: Task, split: str, data_dir: Path | None, limit: int | None) -> list[Example]:
-    examples = load_split(task, split, data_dir, limit=limit)
+def full_logits(runner: Runner, items: list[Any], batch_size: int, progress: bool = False,
+                desc: str = "full model") -> tuple[np.ndarray, np.ndarray]:
+    """Every exit layer's logits and times, with no early exit (one pass)."""
+    logits, times = [], []
+    with _bar(len(items), desc, progress) as bar:
+        for s in range(0, len(items), batch_size):
+            got, cum = runner.layer_logits_timed(items[s:s + batch_size], batch_size=batch_size)
+            logits.append(got)
+            times.append(cum)
+            bar.update(len(items[s:s + batch_size]))
+    return np.concatenate(logits, axis=1), np.concatenate(times, axis=1)
+
+
+def oracle_layers(logits: np.ndarray, exit_layers: Sequence[int], regression: bool, tol: float = 0.0) -> np.ndarray:
+    """Per row, the first exit layer from which every later exit's answer equals the final one (the
+    least any exit rule could run without changing an answer)."""
+    final = logits[-1]
+    if regression:
+        same = np.abs(logits[..., 0] - final[None, :, 0]) <= tol
+    else:
+        same = logits.argmax(-1) == final.argmax(-1)[None]
+    # from layer i on, all agree: a suffix AND over exits
+    suffix = np.flip(np.logical_and.accumulate(np.flip(same, axis=0), axis=0), axis=0)
+    first = suffix.argmax(axis=0)
+    return np.asarray(exit_layers)[first]
+
+
+def _load(task: Task, split: str, data_dir: Path | None, limit: int | None, dataset: str) -> list[Example]:
+    examples = load_split(task, split, data_dir, limit=limit, dataset=dataset)
     if not examples:
         raise DataError(f"{task.name} {split} has no examples")
     return examples
 
 
-def evaluate(options: EvalOptions) -> dict[str, Any]:
-    """Evaluate a bundle on a GLUE task; returns the report dict (see README for its keys)."""
+def evaluate(options: EvalOptions) -> TaskReport:
+    """Evaluate a bundle on a GLUE task (calibrating its exit policy first when asked)."""
     task = get_task(options.task)
-    if options.batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {options.batch_size}")
     bundle = B.load_bundle(options.bundle, verify="none")
     check_labels(task, bundle.manifest)
     problem = bundle.manifest.model.problem_type
     sweeps = [rule for text in options.sweeps for rule in parse_sweep(text, problem)]
     if options.exit is not None:
         as_rule(options.exit, problem)
-    examples = _load(task, options.split, options.data_dir, options.limit)
+    data_dir = resolve_data_dir(task, options.data_dir)
+    examples = _load(task, options.split, data_dir, options.limit, options.dataset)
     calibration_examples: list[Example] | None = None
     if options.calibrate:
         if options.calibration_split == DEV_HALF:
             half = len(examples) // 2
             calibration_examples, examples = examples[:half], examples[half:]
         else:
-            rows = _load(task, options.calibration_split, options.data_dir, None)
+            rows = _load(task, options.calibration_split, data_dir, None, options.dataset)
             calibration_examples = rows[-options.calibration_limit:]
     with Runner.from_bundle(options.bundle, engines=options.engines, memory_cap=options.memory_cap,
                             exit="none", threads=options.threads) as runner:
         calibration = None
         if calibration_examples is not None:
-            calibration = _calibrate(runner, task, calibration_examples, options)
-            bundle = B.load_bundle(options.bundle, verify="none")
-        rule = options.exit or calibration and calibration.rule or (bundle.manifest.exit_policy or {}).get("rule") or "none"
+            logits, times = full_logits(runner, items_of(calibration_examples), options.batch_size, options.progress,
+                                        "calibration rows")
+            calibration = calibrate_bundle(runner, task, logits, times, labels_of(calibration_examples), options)
+        policy = B.load_bundle(options.bundle, verify="none").manifest.exit_policy or {}
+        rule = options.exit or (calibration.rule if calibration else None) or policy.get("rule") or "none"
         report = _report(runner, task, examples, rule, sweeps, options)
         if task.name == "mnli" and options.split == "dev":
-            mismatched = _load(get_task("mnli-mm"), "dev", options.data_dir, options.limit)
-            report["mismatched"] = _report(runner, get_task("mnli-mm"), mismatched, rule, sweeps, options)
-    if calibration is not None:
-        report["calibration"] = _calibration_json(calibration, options)
-    report["peak_rss_mib"] = peak_rss() / 2**20
-    log.info("%s %s: %s %.2f (full %.2f), %.2fx fewer layers, %.2fx wall, p50 %.1f ms",
-             task.name, rule, report["metric"], report["score"], report["full_score"], report["layer_speedup"],
-             report["wall_speedup"], report["latency_ms"]["p50"])
+            mismatched = _load(get_task("mnli-mm"), "dev", data_dir, options.limit, options.dataset)
+            report = dataclasses.replace(report, mismatched=_report(runner, get_task("mnli-mm"), mismatched, rule,
+                                                                   sweeps, options))
+    report = dataclasses.replace(report, calibration=calibration, peak_rss_mib=peak_rss() / 2**20)
+    log.info("%s %s: %s %.2f (full %.2f), %.2fx fewer layers, %.2fx wall, p50 %.1f ms", task.name, rule,
+             report.metric, report.score, report.full_score, report.layer_speedup, report.wall_speedup,
+             report.latency_ms.p50)
     return report
 
 
 def _report(runner: Runner, task: Task, examples: list[Example], rule: str, sweeps: list[str],
-            options: EvalOptions) -> dict[str, Any]:
-    items, labels = _items(examples), _labels(examples)
+            options: EvalOptions) -> TaskReport:
+    items, labels = items_of(examples), labels_of(examples)
     manifest = runner.bundle.manifest
     exit_layers, num_layers = manifest.exit_layers, manifest.model.num_layers
-    logits, full = full_pass(runner, items, options.batch_size, options.progress)
+    passes = run_passes(runner, rule, items, options.batch_size, options.progress, f"{task.name} {rule}")
+    logits = passes.logits
     full_score = main_score(task, logits[-1], labels)
-    predictions, timed = exit_pass(runner, rule, items, options.batch_size, options.progress)
-    chosen = np.asarray([p.exit_layer for p in predictions])
-    outputs = np.asarray([p.logits for p in predictions])
+    chosen = np.asarray([p.exit_layer for p in passes.predictions])
+    outputs = np.asarray([p.logits for p in passes.predictions])
     if not rule.startswith("budget"):
-        offline = replay(task, logits, labels, exit_layers, rule, num_layers)
-        if not np.isclose(offline.avg_layers, chosen.mean()):
-            log.warning("online exits (avg %.3f) differ from the offline replay (avg %.3f)", chosen.mean(), offline.avg_layers)
+        offline = exit_layers_for(rule, logits, exit_layers) if not rule.startswith("learned") else chosen
+        if not np.array_equal(offline, chosen):
+            log.warning("online exits (avg %.3f) differ from the offline replay (avg %.3f)", chosen.mean(),
+                        np.mean(offline))
     values, counts = np.unique(chosen, return_counts=True)
-    latency = latency_summary(timed.latencies_ms)
-    full_latency = latency_summary(full.latencies_ms)
+    latency, full_latency = Latency.of(passes.exit_ms), Latency.of(passes.full_ms)
     points = []
+    index = {layer: i for i, layer in enumerate(exit_layers)}
     for sweep_rule in sweeps:
         point = replay(task, logits, labels, exit_layers, sweep_rule, num_layers)
-        _, record = exit_pass(runner, sweep_rule, items, options.batch_size, options.progress)
-        points.append(dataclasses.replace(point, wall_ms=latency_summary(record.latencies_ms)["mean"]))
+        at = exit_layers_for(sweep_rule, logits, exit_layers)
+        wall = float(np.mean(passes.exits_ms[[index[int(c)] for c in at], np.arange(len(at))]))
+        points.append(dataclasses.replace(point, wall_ms=wall))
+    regression = task.is_regression
+    final = logits[-1]
+    if regression:
+        differ = np.abs(outputs[:, 0] - final[:, 0]) > 0
+    else:
+        differ = outputs.argmax(-1) != final.argmax(-1)
     stats = runner.stats()
-    return {
-        "task": task.name,
-        "split": options.split,
-        "metric": task.metric,
-        "exit_rule": rule,
-        "engines": options.engines,
-        "memory_cap_mib": None if runner.pool.memory_cap is None else runner.pool.memory_cap / 2**20,
-        "score": main_score(task, outputs, labels),
-        "full_score": full_score,
-        "num_layers": num_layers,
-        "avg_exit_layer": float(chosen.mean()),
-        "layer_speedup": num_layers / float(chosen.mean()),
-        "wall_speedup": full_latency["mean"] / latency["mean"] if latency["mean"] else 0.0,
-        "latency_ms": latency,
-        "full_latency_ms": full_latency,
-        "peak_rss_mib": peak_rss() / 2**20,
-        "peak_pool_mib": stats.peak_bytes / 2**20,
-        "exit_histogram": {int(v): int(c) for v, c in zip(values, counts)},
-        "examples": len(examples),
-        "sweep": [dataclasses.asdict(p) for p in points],
-        "full_point": {"avg_layers": float(exit_layers[-1]), "score": full_score},
-    }
+    return TaskReport(
+        task=task.name, split=options.split, metric=task.metric, exit_rule=rule, engines=options.engines,
+        memory_cap_mib=None if runner.pool.memory_cap is None else runner.pool.memory_cap / 2**20,
+        score=main_score(task, outputs, labels), full_score=full_score, num_layers=num_layers,
+        avg_exit_layer=float(chosen.mean()), layer_speedup=num_layers / float(chosen.mean()),
+        wall_speedup=full_latency.mean / latency.mean if latency.mean else 0.0,
+        latency_ms=latency, full_latency_ms=full_latency, peak_rss_mib=peak_rss() / 2**20,
+        peak_pool_mib=stats.peak_bytes / 2**20, exit_histogram={int(v): int(c) for v, c in zip(values, counts)},
+        examples=len(examples), disagreement=float(differ.mean()),
+        oracle_layers=float(oracle_layers(logits, exit_layers, regression).mean()), sweep=tuple(points),
+    )
 
 
-def _calibrate(runner: Runner, task: Task, examples: list[Example], options: EvalOptions) -> Calibration:
-    """Choose the rule on the calibration examples and write it into the bundle's manifest."""
-    manifest = runner.bundle.manifest
-    logits, _ = full_pass(runner, _items(examples), options.batch_size, options.progress)
-    result = calibrate(task, logits, _labels(examples), manifest.exit_layers, manifest.model.num_layers, options.max_drop)
-    policy = {"rule": result.rule, "calibration": _calibration_json(result, options)}
-    current = B.load_bundle(options.bundle, verify="none").manifest
-    B.write_manifest(Path(options.bundle), dataclasses.replace(current, exit_policy=policy))
-    log.info("calibrated %s: %s (%.2f vs full %.2f on %d examples, %.2f layers); written to the manifest",
-             task.name, result.rule, result.score, result.full_score, result.examples, result.avg_layers)
-    return result
-
-
-def _calibration_json(result: Calibration, options: EvalOptions) -> dict[str, Any]:
-    return {
-        "rule": result.rule, "score": result.score, "full_score": result.full_score,
-        "avg_layers": result.avg_layers, "max_drop": result.max_drop, "examples": result.examples,
-        "split": options.calibration_split, "task": options.task,
-        "best_per_rule": {k: dataclasses.asdict(v) for k, v in result.best_per_rule.items()},
-    }
-
-
-def sweep_points(report: dict[str, Any]) -> list[SweepPoint]:
-    """The sweep points of a report, as dataclasses (for plotting)."""
-    return [SweepPoint(**{**p, "histogram": p["histogram"]}) for p in report.get("sweep", [])]
+def sweep_points(report: TaskReport) -> list[SweepPoint]:
+    """The sweep points of a report (for plotting)."""
+    return list(report.sweep)

@@ -2,51 +2,53 @@
 
 The export is built in a temporary directory beside the output and renamed into place only after
 every stage and the whole chain passed validation, so an interrupted or failed export leaves nothing
-that looks like a bundle.
+that looks like a bundle (and the next writer removes what a killed one left).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trtbert import __version__
 from trtbert import bundle as B
+from trtbert import faults
 from trtbert.errors import ExportError, ModelError, UsageError, missing_extra
+from trtbert.exporter.writer import StageReport
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17  # LayerNormalization as one op (kept in fp32 by TensorRT builds)
 MIN_OPSET = 14
+# Files a checkpoint directory holds when it has a tokenizer (any family).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What to export and how. ``exits``: ``all``, ``none`` or 1-based layers such as ``(3, 6, 9)``."""
+    """What to export and how. ``exits``: ``all``, ``none`` or 1-based layers such as ``(3, 6, 9)``.
+
+    ``tolerance``: the largest difference against PyTorch a stage may have (None: the family's own,
+    :attr:`ArchSpec.tolerance`). ``tokenizer``: a directory or hub id when the checkpoint has none.
+    """
 
     model: str
     out: Path
     opset: int = DEFAULT_OPSET
     exits: str | tuple[int, ...] = "all"
     overwrite: bool = False
-    tolerance: float = 1e-4
+    tolerance: float | None = None
+    tokenizer: str | None = None
     seed: int = 0
 
-
-@dataclass(frozen=True)
-class StageReport:
-    """One exported stage: its file, size and the max abs difference against PyTorch."""
-
-    name: str
-    file: str
-    nbytes: int
-    max_diff: float
+    def __post_init__(self) -> None:
+        if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise UsageError(f"--tolerance must be a number >= 0, got {self.tolerance}")
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,12 @@ def export_bundle(options: ExportOptions) -> ExportResult:
     """Export ``options.model`` into a validated bundle at ``options.out``."""
     try:
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification
     except ImportError as exc:
         raise missing_extra(exc.name or "torch", "export") from None
-    from trtbert.exporter.heads import ExitHeads
-    from trtbert.exporter.source import load_pretrained, resolve_model
-    from trtbert.exporter.specs import get_spec
+    from trtbert.modeling.heads import ExitHeads
+    from trtbert.modeling.source import load_pretrained, resolve_model
+    from trtbert.modeling.specs import get_spec
 
     start = time.perf_counter()
     if not MIN_OPSET <= options.opset <= _max_opset():
@@ -102,19 +104,22 @@ def export_bundle(options: ExportOptions) -> ExportResult:
             f"opset {options.opset} cannot be produced by the installed torch exporter "
             f"(supported: {MIN_OPSET}-{_max_opset()}); use --opset {DEFAULT_OPSET}"
         )
-    B.check_writable(options.out, options.overwrite)
     source = resolve_model(options.model)
+    protect = [source] if Path(source).is_dir() else []
+    if options.tokenizer and Path(options.tokenizer).expanduser().is_dir():
+        protect.append(options.tokenizer)
+    B.check_writable(options.out, options.overwrite, protect=protect)
     config = load_pretrained(AutoConfig, options.model)
     spec = get_spec(config.model_type)
+    tolerance = options.tolerance if options.tolerance is not None else spec.tolerance
+    tokenizer = _load_tokenizer(options, source, config)
     torch.manual_seed(options.seed)
-    _quiet_transformers()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, loading_info = load_pretrained(
             AutoModelForSequenceClassification, options.model, attn_implementation="eager", output_loading_info=True
         )
     model.eval()
-    tokenizer = load_pretrained(AutoTokenizer, options.model, use_fast=True)
     heads = ExitHeads.load(source) if Path(source).is_dir() else None
     notes: list[str] = []
     fresh = [k for k in loading_info.get("missing_keys", []) if not k.startswith(spec.base + ".")]
@@ -129,11 +134,12 @@ def export_bundle(options: ExportOptions) -> ExportResult:
     from trtbert.exporter.writer import BundleWriter
 
     params = sum(p.numel() for p in model.parameters())
-    B.check_writable(options.out, options.overwrite, need_bytes=int(params * 4 * 1.1))
-    with B.atomic_directory(options.out, overwrite=options.overwrite) as tmp, torch.inference_mode():
-        writer = BundleWriter(tmp, model, spec, options.opset, options.tolerance)
+    B.check_writable(options.out, options.overwrite, need_bytes=int(params * 4 * 1.1), protect=protect)
+    with B.atomic_directory(options.out, overwrite=options.overwrite, protect=protect) as tmp, torch.inference_mode():
+        writer = BundleWriter(tmp, model, spec, options.opset, tolerance)
         writer.write_tokenizer(tokenizer)
         writer.write_stages(head_of, exit_layers)
+        faults.point("export:after-stages")
         chain = writer.validate_chain(exit_layers, head_of)
         model_info = _model_info(config, spec, source, tokenizer)
         manifest = writer.manifest(
@@ -142,13 +148,16 @@ def export_bundle(options: ExportOptions) -> ExportResult:
             heads={"readout": heads.config.readout if heads else None,
                    "trained_layers": list(heads.config.layers) if heads else []},
             export={
-                "opset": options.opset, "tolerance": options.tolerance, "trtbert": __version__,
+                "opset": options.opset, "tolerance": tolerance, "trtbert": __version__,
                 "torch": torch.__version__, "transformers": _transformers_version(),
+                "tokenizer": options.tokenizer or source,
                 "chain_max_diff": {str(k): v for k, v in chain.items()},
                 "seconds": round(time.perf_counter() - start, 2),
             },
         )
+        manifest = _with_source_costs(B.Bundle(tmp, manifest), manifest)
         B.write_manifest(tmp, manifest)
+        faults.point("export:before-rename")
         reports = writer.reports
     total = sum(e.size for e in manifest.files.values())
     seconds = time.perf_counter() - start
@@ -157,6 +166,43 @@ def export_bundle(options: ExportOptions) -> ExportResult:
         bundle=options.out, stages=tuple(reports), exit_layers=exit_layers, chain_diffs=chain,
         seconds=seconds, total_bytes=total, notes=tuple(notes),
     )
+
+
+def _with_source_costs(bundle: B.Bundle, manifest: B.Manifest) -> B.Manifest:
+    """The manifest with the resident cost of each exported graph run as it is (the ``onnx`` set),
+    measured in a clean process like a built set's."""
+    import dataclasses
+
+    from trtbert.engines.costs import measure_costs
+
+    measured = measure_costs(bundle, bundle.engine_set(B.SOURCE_SET))
+    costs = {"costs": measured.costs, "shared": measured.shared}
+    return dataclasses.replace(manifest, export={**manifest.export, "costs": costs})
+
+
+def _load_tokenizer(options: ExportOptions, source: str, config: Any) -> Any:
+    """The fast tokenizer of the checkpoint (or ``--tokenizer``), refused when missing or when its
+    vocabulary does not fit the model's embedding table."""
+    from transformers import AutoTokenizer
+
+    from trtbert.modeling.source import load_pretrained
+
+    where = options.tokenizer or source
+    local = Path(where).expanduser()
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(
+            f"{where} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...): the bundle would map every "
+            "word to [UNK]; save the tokenizer beside the model (tokenizer.save_pretrained) or pass "
+            "--tokenizer PATH|HF-ID"
+        )
+    tokenizer = load_pretrained(AutoTokenizer, where, use_fast=True)
+    size, table = len(tokenizer), int(config.vocab_size)
+    if size > table or size < table // 2:
+        raise ModelError(
+            f"the tokenizer of {where} has {size} tokens but the model's embedding table has {table} rows: "
+            "they do not belong together; pass the model's own tokenizer with --tokenizer PATH|HF-ID"
+        )
+    return tokenizer
 
 
 def _choose_exits(
@@ -215,30 +261,7 @@ def _model_info(config: Any, spec: Any, source: str, tokenizer: Any) -> B.ModelI
     )
 
 
-def _quiet_transformers() -> None:
-    """transformers' own progress bars and advisories would drown the export's table."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _transformers_version() -> str:
     import transformers
 
     return transformers.__version__
-
-
-def sample_batch(vocab_size: int, pad_id: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids with the last row padded to half length: what validation feeds every stage."""
-    rng = np.random.default_rng(seed)
-    low = min(5, vocab_size - 1)
-    ids = rng.integers(low, vocab_size, size=(batch, seq), dtype=np.int64)
-    ids[ids == pad_id] = low if low != pad_id else low + 1
-    mask = np.ones((batch, seq), dtype=np.int64)
-    if batch > 1:
-        mask[-1, max(1, seq // 2):] = 0
-        ids[-1, max(1, seq // 2):] = pad_id
-    token_types = np.zeros((batch, seq), dtype=np.int64)
-    token_types[:, seq // 3 * 2:] = 1
-    return {B.INPUT_IDS: ids, B.ATTENTION_MASK: mask, B.TOKEN_TYPE_IDS: token_types * mask}

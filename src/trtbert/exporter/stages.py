@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from trtbert import bundle as B
-from trtbert.exporter.heads import ExitHead
-from trtbert.exporter.specs import ArchSpec, additive_mask
+from trtbert.modeling.heads import ExitHead
+from trtbert.modeling.specs import ArchSpec, additive_mask
 
 
 class EmbeddingsStage(nn.Module):

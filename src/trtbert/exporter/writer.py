@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,23 @@ import torch
 from torch import nn
 
 from trtbert import bundle as B
-from trtbert.errors import ExportError, ModelError
-from trtbert.exporter.specs import ArchSpec
+from trtbert.errors import ExportError, ModelError, first_line
+from trtbert.modeling.specs import ArchSpec
 from trtbert.exporter.stages import EmbeddingsStage, HeadStage, LayerStage, readout
 
 log = logging.getLogger(__name__)
 
-VALIDATION_SHAPES = ((2, 16), (1, 7))  # (batch, sequence): the second proves the axes are dynamic
 _AXES = {0: "batch", 1: "sequence"}
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """One exported stage: its file, size and the max abs difference against PyTorch."""
+
+    name: str
+    file: str
+    nbytes: int
+    max_diff: float
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -58,13 +68,11 @@ class BundleWriter:
         self._sessions: dict[str, Any] = {}
         config = model.config
         pad = int(config.pad_token_id if config.pad_token_id is not None else 0)
-        from trtbert.exporter.export import sample_batch
+        from trtbert.bundle.samples import sample_batches
 
-        self.samples = [sample_batch(int(config.vocab_size), pad, b, s, seed=i) for i, (b, s) in enumerate(VALIDATION_SHAPES)]
-        if int(getattr(config, "type_vocab_size", 2)) < 2:
-            for feeds in self.samples:
-                feeds[B.TOKEN_TYPE_IDS][:] = 0
-        (root / B.ONNX_DIR).mkdir(parents=True, exist_ok=True)
+        self.samples = sample_batches(int(config.vocab_size), pad, int(config.max_position_embeddings),
+                                      token_types=int(getattr(config, "type_vocab_size", 2)) >= 2)
+        B.make_dir(root / B.ONNX_DIR)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -140,16 +148,16 @@ class BundleWriter:
                         output_names=output_names, dynamic_axes=axes, opset_version=self.opset,
                         do_constant_folding=True, dynamo=False,
                     )
-                except Exception as exc:  # the exporter raises many types; one line names the stage
-                    raise ExportError(f"exporting {name} with opset {self.opset} failed: {str(exc).splitlines()[0]}") from None
+                except torch.onnx.errors.OnnxExporterError as exc:  # an operator this opset cannot express
+                    raise ExportError(f"exporting {name} with opset {self.opset} failed: {first_line(exc)}") from exc
+                except OSError as exc:
+                    raise B.os_error("write", path, exc) from exc
         graph = onnx.load(str(path), load_external_data=False).graph
         stage = B.Stage(name=name, kind=kind, file=rel, inputs=tensor_specs(graph.input),
                         outputs=tensor_specs(graph.output), layer=layer, exit=exit)
         self.stages.append(stage)
         diff = self._validate(stage, args, torch_outs, output_names)
         self.diffs[name] = diff
-        from trtbert.exporter.export import StageReport
-
         self.reports.append(StageReport(name, rel, path.stat().st_size, diff))
         log.info("%-12s %-22s %8.2f MiB  max|diff| %.2e", name, rel, path.stat().st_size / 2**20, diff)
         return torch_outs
@@ -183,23 +191,19 @@ class BundleWriter:
         against their head applied to transformers' hidden states. Raises :class:`ExportError` with a
         per-stage table if any stage or exit is off by more than the tolerance.
         """
+        from trtbert.bundle.chain import run_chain
+
         table = np.load(self.root / B.WORD_EMBEDDINGS, mmap_mode="r")
-        by_layer = {s.layer: s for s in self.stages if s.kind in (B.LAYER, B.HEAD) and s.exit}
-        layers = [s for s in self.stages if s.kind == B.LAYER]
-        embeddings = self.stages[0]
         chain: dict[int, float] = {}
         for feeds in self.samples:
             reference = self._reference(feeds, exit_layers, head_of)
-            hidden = self._run(embeddings, {**feeds, B.INPUTS_EMBEDS: np.asarray(table[feeds[B.INPUT_IDS]])})[B.HIDDEN]
-            for stage in layers:
-                out = self._run(stage, {B.HIDDEN: hidden, B.ATTENTION_MASK: feeds[B.ATTENTION_MASK]})
-                hidden = out[B.HIDDEN_OUT]
-                if stage.layer in exit_layers:
-                    exit_stage = by_layer[stage.layer]
-                    logits = out[B.LOGITS] if exit_stage is stage else self._run(
-                        exit_stage, {B.HIDDEN: hidden, B.ATTENTION_MASK: feeds[B.ATTENTION_MASK]})[B.LOGITS]
-                    diff = float(np.max(np.abs(logits - reference[stage.layer])))
-                    chain[stage.layer] = max(chain.get(stage.layer, 0.0), diff)
+
+            def compare(layer: int, logits: np.ndarray, active: np.ndarray, reference=reference) -> None:
+                diff = float(np.max(np.abs(logits - reference[layer])))
+                chain[layer] = max(chain.get(layer, 0.0), diff)
+
+            run_chain(self.stages, exit_layers, lambda _, stage, f: self._run(stage, f), feeds,
+                      np.asarray(table[feeds[B.INPUT_IDS]]), on_exit=compare)
         failures = {k: v for k, v in self.diffs.items() if v > self.tolerance}
         failures |= {f"chain exit {k}": v for k, v in chain.items() if v > self.tolerance}
         if failures:
@@ -212,10 +216,8 @@ class BundleWriter:
         return chain
 
     def _run(self, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self._session(stage.file)
         names = [t.name for t in stage.outputs]
-        wanted = {t.name for t in stage.inputs}
-        return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+        return dict(zip(names, self._session(stage.file).run(names, feeds)))
 
     def _reference(self, feeds: dict[str, np.ndarray], exit_layers: tuple[int, ...], head_of: dict[int, nn.Module]) -> dict[int, np.ndarray]:
         kwargs = {"input_ids": torch.from_numpy(feeds[B.INPUT_IDS]), "attention_mask": torch.from_numpy(feeds[B.ATTENTION_MASK])}

@@ -1,7 +1,7 @@
 """The word-embedding table, read row by row from ``onnx/word_embeddings.npy`` (never loaded whole).
 
 The table is the largest single tensor of BERT-base (30522 x 768 x 4 B = 89 MiB) and a batch needs
-only its tokens' rows. They are read with ``pread``: a memory-mapped gather looks cheaper but is
+only its tokens' rows (a file read, not a memory map). They are read with ``pread``: a memory-mapped gather looks cheaper but is
 not — the kernel maps whole page-cache folios around each touched row, so gathering 300 random rows
 of the bert-base table left 78 MiB resident, against 0.9 MiB with ``pread``.
 """
@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from trtbert.bundle import FileStamp
 from trtbert.errors import BundleError
 
 
 class EmbeddingTable:
     """Rows of a 2-D float32 ``.npy`` table, gathered with one ``pread`` per distinct token."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, stamp: FileStamp | None = None) -> None:
         self.path = Path(path)
+        self._stamp = stamp
         try:
             with open(self.path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
@@ -39,6 +41,13 @@ class EmbeddingTable:
         """``ids (B, S) int64 -> (B, S, E) float32``: the table's rows of those token ids."""
         if self._fd is None:
             raise BundleError(f"the word-embedding table {self.path} is closed")
+        try:
+            now = FileStamp.of(self.path) if self._stamp is not None else None
+        except FileNotFoundError:
+            raise BundleError(f"{self.path} was deleted while in use; restore the bundle and rerun") from None
+        if now != self._stamp:
+            raise BundleError(f"{self.path} changed on disk while in use (it was verified at start); do not "
+                              "modify a bundle while it runs, then rerun")
         unique, inverse = np.unique(ids, return_inverse=True)
         if unique.size and (unique[0] < 0 or unique[-1] >= self.shape[0]):
             raise BundleError(f"token id out of range for {self.path} ({self.shape[0]} rows): the tokenizer "

@@ -1,20 +1,20 @@
 """The runner: tokenise, run the stages through the engine pool, stop each row at its exit.
 
 ``Runner.from_bundle(path, memory_cap=..., exit=...)`` opens and verifies a bundle and one of its
-engine sets; ``predict`` returns one :class:`Prediction` per input; ``layer_logits`` returns every
-exit layer's logits with no early exit (for evaluation sweeps with :func:`exits.exit_layers_for`).
+engine sets; ``predict`` returns one :class:`Prediction` per input (``predict_stream`` yields them
+batch by batch); ``layer_logits`` returns every exit layer's logits with no early exit (for
+evaluation sweeps with :func:`exits.exit_layers_for`).
 
-In a batch each row exits on its own: rows that finish leave the batch (their hidden states and mask
-rows are dropped, and trailing padding columns no row needs any more are trimmed) and the rest go on.
-The word-embedding table stays on disk; only the rows of the batch's tokens are read.
-Imports numpy, onnxruntime (through the engines) and tokenizers only, never torch.
+In a batch each row exits on its own: rows that finish leave the batch and the rest go on
+(``bundle/chain.py``). The word-embedding table stays on disk; only the rows of the batch's tokens
+are read. Imports numpy, onnxruntime (through the engines) and tokenizers only, never torch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +22,21 @@ from typing import Any
 import numpy as np
 
 from trtbert import bundle as B
+from trtbert.bundle.chain import run_chain, steps
+from trtbert.engines.base import Shared
 from trtbert.engines.registry import create_engine
-from trtbert.errors import UsageError
+from trtbert.errors import MemoryCapError, UsageError
+from trtbert.memory import memory_limit, tune_allocator as tune_glibc
 from trtbert.runtime.embeddings import EmbeddingTable
-from trtbert.runtime.exits import ExitRule, ExitState, LayerContext, as_rule, softmax
+from trtbert.runtime.exits import Budget, ExitRule, ExitState, LayerContext, as_rule, softmax
 from trtbert.runtime.pool import EnginePool, PoolStats
-from trtbert.runtime.text import Encoded, TextEncoder, TextInput, normalise_inputs
-from trtbert.sizes import parse_size
+from trtbert.runtime.text import Encoded, InputLine, TextEncoder, TextInput, normalise_inputs
+from trtbert.runtime.timing import StageClock
+from trtbert.sizes import format_size, parse_size
 
 log = logging.getLogger(__name__)
 
-_EMA = 0.3  # weight of the newest measurement in the per-stage time estimates (budget rule)
+AUTO_HEADROOM = 0.8  # share of the memory this process may still use that an automatic cap plans for
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Prediction:
     ``label``/``label_id``/``probabilities`` for classification, ``value`` for regression.
     ``exit_layer`` is the number of layers run (1-based depth of the exit). ``timings`` are
     milliseconds: ``tokenize``, one entry per stage run (for the whole batch), ``total`` (batch
-    start to this row's exit).
+    start to this row's exit). ``truncated``: the input was longer than the model reads.
     """
 
     text: str
@@ -57,12 +61,23 @@ class Prediction:
     truncated: bool = False
 
 
-@dataclass(frozen=True)
-class _Depth:
-    layer: int  # 1-based depth
-    position: int  # of the layer stage in the pass
-    head: int | None  # position of a separate head stage (ALBERT)
-    exit: bool
+@dataclass
+class _Batch:
+    """What one batch through the chain gives: exit layer per row, logits, per-row timings (ms) and the
+    ms from the batch's start to each exit layer reached."""
+
+    exits: np.ndarray
+    logits: Any
+    timings: list[dict[str, float]]
+    exits_ms: list[float]
+
+
+def activation_bytes(model: B.ModelInfo, batch: int, seq: int) -> int:
+    """A bound on the activation memory of running one stage on ``(batch, seq)`` float32 inputs: hidden
+    states in and out and a few temporaries (8 x B*S*H), the feed-forward intermediate (2 x B*S*4H) and
+    the attention scores and probabilities (2 x B*heads*S*S). Not covered by the memory cap."""
+    h, heads = model.hidden_size, model.num_heads
+    return 4 * (batch * seq * (8 * h + 2 * 4 * h) + 2 * batch * heads * seq * seq)
 
 
 class Runner:
@@ -70,8 +85,9 @@ class Runner:
     (or use it as a context manager) to free its engines."""
 
     def __init__(self, bundle: B.Bundle, engine_set: B.EngineSet, pool: EnginePool, encoder: TextEncoder,
-                 rule: ExitRule, check: bool = False) -> None:
+                 rule: ExitRule, check: bool = False, shared: Shared | None = None) -> None:
         self.bundle = bundle
+        self.shared = shared or Shared()
         self.engine_set = engine_set
         self.pool = pool
         self.encoder = encoder
@@ -82,9 +98,15 @@ class Runner:
         self.regression = manifest.model.problem_type == B.REGRESSION
         self.exit_layers = tuple(manifest.exit_layers)
         self._stages = list(manifest.stages)
-        self._table = EmbeddingTable(bundle.path(B.WORD_EMBEDDINGS))
-        self._depths = self._plan()
-        self._stage_ms: dict[str, float] = {}
+        self._table = EmbeddingTable(bundle.path(B.WORD_EMBEDDINGS), stamp=bundle.stamps.get(B.WORD_EMBEDDINGS))
+        self._depths = steps(self._stages, self.exit_layers)
+        recorded = {s.name: engine_set.costs.get(engine_set.stage_files[s.name], {}).get("us", 0) / 1e3
+                    for s in self._stages}
+        self.clock = StageClock(recorded)
+        self._keys = [engine_set.stage_files[s.name] for s in self._stages]
+        if len(self.exit_layers) == 1 and rule.text != "none":
+            log.warning("this bundle has only the final exit, so exit rule %s changes nothing; export with trained "
+                        "exit heads (trtbert train, then trtbert export) to exit early", rule.text)
 
     @classmethod
     def from_bundle(
@@ -92,94 +114,114 @@ class Runner:
         path: str | Path,
         engines: str = B.SOURCE_SET,
         memory_cap: int | str | None = None,
-        exit: str | ExitRule | None = "none",
+        exit: str | ExitRule | None = "default",
         threads: int = 0,
         prefetch: bool = True,
         check: bool = False,
+        tune_allocator: bool = False,
     ) -> Runner:
         """Open the bundle at ``path`` with engine set ``engines``, verify its files' checksums, plan the pool.
 
-        ``memory_cap``: bytes, a size such as ``"64MiB"``, or None (unlimited). ``exit``: a rule such as
-        ``"entropy:0.3"``; ``"default"`` or None uses the manifest's exit policy (else ``none``).
-        ``threads``: intra-op threads (0: one per core). ``check``: check every feed's dtype and shape.
+        ``memory_cap``: bytes, a size such as ``"64MiB"``, None or ``"unlimited"``, or ``"auto"`` (fit
+        the memory this process may still use: its cgroup limit, the memory available); it bounds the
+        recorded costs of the engines resident at once (docs/memory.md). ``exit``: a rule such as
+        ``"entropy:0.3"``; ``"default"`` (or None) uses the bundle's calibrated policy, else ``none``,
+        as ``trtbert run`` does. ``threads``: intra-op threads (0: one per core). ``check``: check every
+        feed's dtype and shape. ``tune_allocator``: make glibc return freed engine memory to the OS (a
+        process-wide setting: the CLI turns it on; see :func:`trtbert.memory.tune_allocator`).
         """
+        if not isinstance(threads, int) or threads < 0:
+            raise UsageError(f"threads must be 0 (one per core) or more, got {threads!r}")
         bundle = B.load_bundle(path, verify="none")
         engine_set = bundle.engine_set(engines)
         bundle.verify(files=bundle.files_of_set(engines))
         manifest = bundle.manifest
-        cap = parse_size(memory_cap) if isinstance(memory_cap, str) else memory_cap
-        if cap is not None and cap <= 0:
-            raise UsageError(f"memory cap must be positive, got {cap}")
-        if exit is None or exit == "default":
-            exit = (manifest.exit_policy or {}).get("rule") or "none"
-        rule = as_rule(exit, manifest.model.problem_type)
+        rule = _policy_rule(manifest, exit, engine_set)
+        shared = Shared()
         engines_by_key: dict[str, Any] = {}
         order, sizes = [], {}
         for stage in manifest.stages:
-            key = engine_set.stage_files[stage.name] if stage.name in engine_set.stage_files else stage.file
+            key = engine_set.stage_files[stage.name]
             if key not in engines_by_key:
-                engines_by_key[key] = create_engine(bundle, engine_set, stage, threads=threads)
-                entry = manifest.files.get(key)
-                sizes[key] = entry.size if entry is not None else bundle.path(key).stat().st_size
+                engine = create_engine(bundle, engine_set, stage, shared=shared, threads=threads)
+                engines_by_key[key] = engine
+                sizes[key] = engine.nbytes
             order.append((stage.name, key))
-        pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch)
-        runner = cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check)
-        pool.warm_up()
-        return runner
-
-    def _plan(self) -> list[_Depth]:
-        depths = []
-        for i, stage in enumerate(self._stages):
-            if stage.kind != B.LAYER:
-                continue
-            head = next((j for j, s in enumerate(self._stages) if s.kind == B.HEAD and s.layer == stage.layer), None)
-            depths.append(_Depth(int(stage.layer or 0), i, head, stage.layer in self.exit_layers))
-        if self._stages[0].kind != B.EMBEDDINGS:
-            raise UsageError("bundle stages must start with the embeddings stage; re-export it")
-        return depths
+        if not engine_set.costs:
+            log.warning("engine set %s has no recorded memory costs (built by an older trtbert): the cap counts "
+                        "each engine as twice its file; rebuild it with trtbert build --overwrite", engine_set.name)
+        shared_bytes = sum(int(v) for v in engine_set.shared.values())
+        cap = _resolve_cap(memory_cap, manifest.model, sizes, shared_bytes, order)
+        pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes)
+        if tune_allocator and cap is not None:
+            tune_glibc()
+        return cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
 
     # --- public API ---------------------------------------------------------------------------------
 
     def predict(self, inputs: str | tuple[str, str] | Sequence[TextInput], batch_size: int = 8) -> list[Prediction]:
-        """Classify texts (or ``(text, text_b)`` pairs), each row stopping at its exit layer."""
-        items, pairs = normalise_inputs(inputs)
-        if batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, got {batch_size}")
-        out: list[Prediction] = []
-        truncated = 0
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+        """Classify texts and ``(text, text_b)`` pairs (mixed freely), each row stopping at its exit layer."""
+        items = normalise_inputs(inputs)
+        lines = (InputLine(item, f"input {i}") for i, item in enumerate(items, start=1))
+        return list(self.predict_stream(lines, batch_size))
+
+    def predict_stream(self, lines: Iterable[InputLine], batch_size: int = 8) -> Iterator[Prediction]:
+        """Predictions for inputs read lazily (e.g. from :func:`~trtbert.runtime.text.iter_inputs`), yielded
+        batch by batch as they are computed."""
+        _check_batch(batch_size)
+        total = truncated = 0
+        batch: list[InputLine] = []
+        for line in _with_end(lines):
+            if line is not None:
+                normalise_inputs([line.item], where=[line.where])
+                batch.append(line)
+                if len(batch) < batch_size:
+                    continue
+            if not batch:
+                break
+            items = [b.item for b in batch]
             t0 = time.perf_counter()
-            encoded = self.encoder.encode(chunk)
+            encoded = self.encoder.encode(items)
             tokenize_ms = (time.perf_counter() - t0) * 1e3
             truncated += int(encoded.truncated.sum())
-            exits, logits, timings = self._run(encoded, self.rule, t0, collect=False)
-            for r, item in enumerate(chunk):
-                out.append(self._prediction(item, pairs, exits[r], logits[r],
-                                            {"tokenize": tokenize_ms, **timings[r]}, bool(encoded.truncated[r])))
-        self._warn_truncated(truncated, len(items))
-        return out
+            total += len(items)
+            result = self._run(encoded, self.rule, t0, collect=False)
+            for r, item in enumerate(items):
+                yield self._prediction(item, result.exits[r], result.logits[r],
+                                       {"tokenize": tokenize_ms, **result.timings[r]}, bool(encoded.truncated[r]))
+            batch = []
+        self._warn_truncated(truncated, total)
 
     def layer_logits(self, inputs: str | tuple[str, str] | Sequence[TextInput], batch_size: int = 8) -> np.ndarray:
         """Logits of every exit layer with no early exit: ``(len(exit_layers), rows, labels)``."""
-        items, _ = normalise_inputs(inputs)
-        if batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, got {batch_size}")
-        parts, truncated = [], 0
+        return self.layer_logits_timed(inputs, batch_size)[0]
+
+    def layer_logits_timed(self, inputs: str | tuple[str, str] | Sequence[TextInput],
+                           batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """Every exit layer's logits ``(exits, rows, labels)`` and the milliseconds from the start of each
+        row's batch (tokenisation included) to each exit layer ``(exits, rows)``: what replaying an exit
+        rule offline needs to estimate its latency."""
+        items = normalise_inputs(inputs)
+        _check_batch(batch_size)
+        parts, times, truncated = [], [], 0
         for start in range(0, len(items), batch_size):
+            t0 = time.perf_counter()
             encoded = self.encoder.encode(items[start:start + batch_size])
             truncated += int(encoded.truncated.sum())
-            parts.append(self._run(encoded, ExitRule("none"), time.perf_counter(), collect=True)[1])
+            batch = self._run(encoded, ExitRule("none"), t0, collect=True)
+            parts.append(batch.logits)
+            times.append(np.repeat(np.asarray(batch.exits_ms)[:, None], len(encoded.input_ids), axis=1))
         self._warn_truncated(truncated, len(items))
-        return np.concatenate(parts, axis=1)
+        return np.concatenate(parts, axis=1), np.concatenate(times, axis=1)
 
     def stats(self) -> PoolStats:
-        """The pool's counters: loads, evictions, peak bytes, load seconds ..."""
+        """The pool's counters: loads, evictions, peak bytes, load seconds, prefetches ..."""
         return self.pool.stats()
 
     def close(self) -> None:
-        """Free every engine. Idempotent."""
+        """Free every engine and what they share. Idempotent."""
         self.pool.close()
+        self.shared.close()
         self._table.close()
 
     def __enter__(self) -> Runner:
@@ -190,89 +232,87 @@ class Runner:
 
     # --- the loop ----------------------------------------------------------------------------------------
 
-    def _stage(self, position: int, feeds: dict[str, np.ndarray], timings: dict[str, float]) -> dict[str, np.ndarray]:
+    def _stage(self, position: int, feeds: dict[str, np.ndarray], timings: dict[str, float],
+               compute: dict[str, float]) -> dict[str, np.ndarray]:
         stage = self._stages[position]
         start = time.perf_counter()
+        before = self.pool.stats().loads_by_stage.get(stage.name, 0) if isinstance(self.rule, Budget) else 0
         engine = self.pool.acquire(position)
         try:
             self.pool.prefetch(position + 1)
-            wanted = {t.name for t in stage.inputs}
-            out = engine.infer({k: v for k, v in feeds.items() if k in wanted}, check=self.check)
+            ready = time.perf_counter()
+            out = engine.infer(feeds, check=self.check)
         finally:
             self.pool.release(position)
-        ms = (time.perf_counter() - start) * 1e3
-        timings[stage.name] = ms
-        old = self._stage_ms.get(stage.name)
-        self._stage_ms[stage.name] = ms if old is None else (1 - _EMA) * old + _EMA * ms
+        end = time.perf_counter()
+        timings[stage.name] = (end - start) * 1e3
+        compute[stage.name] = (end - ready) * 1e3
+        loaded = isinstance(self.rule, Budget) and self.pool.stats().loads_by_stage.get(stage.name, 0) > before
+        self.clock.observe(stage.name, compute[stage.name], engine.load_seconds * 1e3 if loaded else None)
         return out
 
-    def _segment_ms(self, after: int, until: int, run_so_far: list[float]) -> float:
-        """Estimated milliseconds from the end of layer ``after`` to the end of exit layer ``until``."""
-        fallback = float(np.mean(run_so_far)) if run_so_far else 0.0
-        total = 0.0
-        for depth in self._depths:
-            if after < depth.layer <= until:
-                for pos in (depth.position, depth.head):
-                    if pos is not None:
-                        total += self._stage_ms.get(self._stages[pos].name, fallback)
-        return total
+    def _segment(self, after: int, until: int) -> list[str]:
+        """Stage names run after exit layer ``after`` up to and including exit layer ``until``."""
+        names = []
+        for d in self._depths:
+            if after < d.layer <= until:
+                names += [self._stages[p].name for p in (d.position, d.head) if p is not None]
+        return names
 
-    def _run(self, enc: Encoded, rule: ExitRule, t0: float, collect: bool) -> tuple[np.ndarray, Any, list[dict[str, float]]]:
-        """Run one batch. Returns each row's exit layer, its logits (or, with ``collect``, every exit
-        layer's logits for all rows) and its timings."""
+    def _run(self, enc: Encoded, rule: ExitRule, t0: float, collect: bool) -> _Batch:
+        """Run one batch: each row's exit layer, its logits (or, with ``collect``, every exit layer's
+        logits for all rows), its timings, and the time to each exit layer."""
         rows = len(enc.input_ids)
-        ids, mask = enc.input_ids, enc.attention_mask
         timings: dict[str, float] = {}
-        embeds = self._table.gather(ids)
-        feeds = {B.INPUT_IDS: ids, B.TOKEN_TYPE_IDS: enc.token_type_ids, B.INPUTS_EMBEDS: embeds}
-        hidden = self._stage(0, feeds, timings)[B.HIDDEN]
-        active = np.arange(rows)
+        compute: dict[str, float] = {}
         state = ExitState.start(rows)
         exits = np.zeros(rows, dtype=np.int64)
         final: list[Any] = [None] * rows
         row_timings: list[dict[str, float]] = [{} for _ in range(rows)]
         collected: list[np.ndarray] = []
-        layer_ms: list[float] = []
+        exits_ms: list[float] = []
         last_exit = self.exit_layers[-1]
-        for depth in self._depths:
-            out = self._stage(depth.position, {B.HIDDEN: hidden, B.ATTENTION_MASK: mask}, timings)
-            layer_ms.append(timings[self._stages[depth.position].name])
-            hidden = out[B.HIDDEN_OUT]
-            if not depth.exit:
-                continue
-            if depth.head is not None:
-                logits = self._stage(depth.head, {B.HIDDEN: hidden, B.ATTENTION_MASK: mask}, timings)[B.LOGITS]
-            else:
-                logits = out[B.LOGITS]
+        budget = rule if isinstance(rule, Budget) else None
+        bank = self.clock.bank_ms if budget is not None else 0.0
+
+        def infer(position: int, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return self._stage(position, feeds, timings, compute)
+
+        def on_exit(layer: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+            nonlocal state
+            nxt = next((x for x in self.exit_layers if x > layer), None)
+            elapsed = (time.perf_counter() - t0) * 1e3
             if collect:
                 collected.append(logits)
-            nxt = next((layer for layer in self.exit_layers if layer > depth.layer), None)
-            elapsed = (time.perf_counter() - t0) * 1e3
-            ctx = LayerContext(depth.layer, nxt, elapsed,
-                               None if nxt is None else elapsed + self._segment_ms(depth.layer, nxt, layer_ms))
-            done = rule.step(state, logits, ctx) | (depth.layer >= last_exit)
-            if not done.any():
-                continue
+                exits_ms.append(elapsed)
+            upcoming = None
+            if nxt is not None and budget is not None:
+                segment = self._segment(layer, nxt)
+                resident = {s: self.pool.is_resident(self._keys[i])
+                            for i, s in enumerate(n.name for n in self._stages) if s in segment}
+                upcoming = elapsed - bank + self.clock.estimate(segment, resident, compute)
+            ctx = LayerContext(layer, nxt, elapsed - bank, upcoming)
+            done = rule.step(state, logits, ctx) | (layer >= last_exit)
             for r in np.flatnonzero(done):
                 row = int(active[r])
-                exits[row], final[row] = depth.layer, logits[r].copy()
+                exits[row], final[row] = layer, logits[r].copy()
                 row_timings[row] = {**timings, "total": elapsed}
+                if budget is not None:
+                    self.clock.settle(budget.ms, elapsed)
             if done.all():
                 self.pool.cancel_prefetch()
-                break
-            keep = ~done
-            active, state, mask, hidden = active[keep], state.keep(keep), mask[keep], hidden[keep]
-            width = int(mask.sum(axis=1).max())
-            if width < mask.shape[1]:  # padding columns no remaining row needs
-                mask, hidden = mask[:, :width], hidden[:, :width]
-            mask, hidden = np.ascontiguousarray(mask), np.ascontiguousarray(hidden)
-        if collect:
-            return exits, np.stack(collected), row_timings
-        return exits, final, row_timings
+            elif done.any():
+                state = state.keep(~done)
+            return done
 
-    def _prediction(self, item: TextInput, pairs: bool, exit_layer: int, logits: np.ndarray,
+        embeds = self._table.gather(enc.input_ids)
+        tokens = {B.INPUT_IDS: enc.input_ids, B.TOKEN_TYPE_IDS: enc.token_type_ids, B.ATTENTION_MASK: enc.attention_mask}
+        run_chain(self._stages, self.exit_layers, infer, tokens, embeds, on_exit)
+        return _Batch(exits, np.stack(collected) if collect else final, row_timings, exits_ms)
+
+    def _prediction(self, item: TextInput, exit_layer: int, logits: np.ndarray,
                     timings: dict[str, float], truncated: bool) -> Prediction:
-        text, text_b = (item if pairs else (item, None))  # type: ignore[misc]
+        text, text_b = (item, None) if isinstance(item, str) else item
         values = tuple(float(v) for v in logits)
         if self.regression:
             return Prediction(text, text_b, None, None, None, values[0], int(exit_layer), values, timings, truncated)
@@ -286,3 +326,55 @@ class Runner:
         if truncated:
             log.warning("%d of %d inputs were longer than %d tokens and were truncated",
                         truncated, total, self.encoder.max_length)
+
+
+def _with_end(lines: Iterable[InputLine]) -> Iterator[InputLine | None]:
+    yield from lines
+    yield None
+
+
+def _check_batch(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size!r}")
+
+
+def _policy_rule(manifest: B.Manifest, exit: str | ExitRule | None, engine_set: B.EngineSet) -> ExitRule:
+    """The exit rule to run: the one given, or the bundle's calibrated policy (``default``)."""
+    if exit is None or exit == "default":
+        policy = manifest.exit_policy or {}
+        exit = policy.get("rule") or "none"
+        made_for = (policy.get("calibration") or {}).get("engines")
+        if made_for and made_for != engine_set.name and policy.get("calibration", {}).get("objective") == "latency":
+            log.warning("the bundle's exit policy was calibrated for latency with engine set %s, not %s: its "
+                        "speed-up may differ here", made_for, engine_set.name)
+    return as_rule(exit, manifest.model.problem_type)
+
+
+def _resolve_cap(memory_cap: int | str | None, model: B.ModelInfo, sizes: dict[str, int], shared: int,
+                 order: list[tuple[str, str]]) -> int | None:
+    """The cap in bytes: as given, or for ``auto`` one that fits the memory this process may still use."""
+    if isinstance(memory_cap, str):
+        memory_cap = "auto" if memory_cap.strip().lower() == "auto" else parse_size(memory_cap)
+    if memory_cap != "auto":
+        if memory_cap is not None and (not isinstance(memory_cap, int) or memory_cap <= 0):
+            raise UsageError(f"memory cap must be a positive number of bytes, got {memory_cap!r}")
+        return memory_cap  # type: ignore[return-value]
+    limit = memory_limit()
+    activations = activation_bytes(model, 8, model.max_positions)
+    room = int(limit.bytes * AUTO_HEADROOM) - activations
+    total = shared + sum(sizes.values())
+    if total <= room:
+        log.info("memory: %s free (%s); every engine (%s) fits, no cap", format_size(limit.bytes), limit.source,
+                 format_size(total))
+        return None
+    names = {key: name for name, key in reversed(order)}
+    largest = max(sizes, key=sizes.get)  # type: ignore[arg-type]
+    if room < shared + sizes[largest]:
+        raise MemoryCapError(
+            f"this process can use {format_size(limit.bytes)} more ({limit.source}), too little for "
+            f"{names[largest]} ({format_size(sizes[largest])}) beside activations ({format_size(activations)}); "
+            "free memory, build with --int8, or give --memory-cap explicitly"
+        )
+    log.warning("memory: %s free (%s) cannot hold every engine (%s); capping engines at %s (pass --memory-cap "
+                "to choose)", format_size(limit.bytes), limit.source, format_size(total), format_size(room))
+    return room

@@ -38,24 +38,20 @@ class EncodedDataset(Dataset):
         return item
 
 
-def make_collate(pad_id: int, token_types: bool) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """Collate function padding a batch to its longest row; drops token types when the family has none."""
+def make_collate(tokenizer: Any, token_types: bool) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """transformers' ``DataCollatorWithPadding`` (pads a batch to its longest row, builds the attention
+    mask), dropping token types where the family has none."""
+    from transformers import DataCollatorWithPadding
+
+    pad = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
 
     def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(item["input_ids"]) for item in items)
-        ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (B, S)
-        mask = torch.zeros((len(items), width), dtype=torch.long)  # (B, S)
-        types = torch.zeros((len(items), width), dtype=torch.long)  # (B, S)
-        for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            ids[row, :n] = torch.tensor(item["input_ids"])
-            mask[row, :n] = 1
-            if "token_type_ids" in item:
-                types[row, :n] = torch.tensor(item["token_type_ids"])
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.stack([i["labels"] for i in items])}
+        labels = torch.stack([item["labels"] for item in items])
+        batch = pad([{k: v for k, v in item.items() if k != "labels"} for item in items])
+        out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
         if token_types:
-            batch["token_type_ids"] = types
-        return batch
+            out["token_type_ids"] = batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
+        return out
 
     return collate
 

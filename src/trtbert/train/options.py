@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from trtbert.errors import UsageError
+from trtbert.modeling.checkpoint import READOUTS
 
 OBJECTIVES = ("joint", "two-stage", "heads-only", "distill")
-READOUTS = ("mean", "pooler", "layer-pooler")  # the same names as trtbert.exporter.heads.READOUTS
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class TrainOptions:
     task: str
     out: Path
     data_dir: Path | None = None
+    dataset: str = "nyu-mll/glue"  # Hugging Face dataset, read when no data_dir is given
     objective: str = "joint"
     readout: str = "mean"
     heads: bool = True
@@ -51,7 +53,7 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.lr <= 0 or self.head_lr <= 0:
+        if not (math.isfinite(self.lr) and math.isfinite(self.head_lr)) or self.lr <= 0 or self.head_lr <= 0:
             raise UsageError(f"learning rates must be positive, got --lr {self.lr} --head-lr {self.head_lr}")
 
     def to_json(self) -> dict[str, Any]:

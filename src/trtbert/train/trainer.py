@@ -26,14 +26,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from trtbert.data import Task, get_task, load_split, score
+from trtbert.data import Task, get_task, load_split, resolve_data_dir, score
 from trtbert.errors import DataError, ModelError, missing_extra
-from trtbert.exporter.heads import ExitHeads, HeadsConfig
-from trtbert.exporter.source import load_pretrained
-from trtbert.exporter.specs import ArchSpec, get_spec
-from trtbert.train.checkpoint import check_out, summary_json, write_checkpoint
+from trtbert.modeling.heads import ExitHeads, HeadsConfig
+from trtbert.modeling.source import load_pretrained
+from trtbert.modeling.specs import ArchSpec, get_spec
+from trtbert.train.output import check_out, summary_json, write_checkpoint
 from trtbert.train.dataset import EncodedDataset, make_collate, make_loader
-from trtbert.train.exits import CachedHeads, ExitModel, distill_loss, pabee_weighted, readout_features, task_loss
+from trtbert.train.exit_model import CachedHeads, ExitModel, distill_loss, pabee_weighted, readout_features, task_loss
 from trtbert.train.options import EpochResult, TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,16 @@ def train(options: TrainOptions) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from trtbert.modeling.source import resolve_model
+
     task = get_task(options.task)
-    out = check_out(options)
+    source = resolve_model(options.model)
+    out = check_out(options, source)
     accelerator = Accelerator()
     set_seed(options.seed)
-    train_examples = load_split(task, "train", options.data_dir, options.limit)
-    dev_examples = load_split(task, "dev", options.data_dir, options.eval_limit)
+    data_dir = resolve_data_dir(task, options.data_dir)
+    train_examples = load_split(task, "train", data_dir, options.limit, dataset=options.dataset)
+    dev_examples = load_split(task, "dev", data_dir, options.eval_limit, dataset=options.dataset)
     if not train_examples or not dev_examples:
         raise DataError(f"{task.name}: the train or dev split has no rows")
     tokenizer = load_pretrained(AutoTokenizer, options.model, use_fast=True)
@@ -69,7 +73,7 @@ def train(options: TrainOptions) -> TrainResult:
             options.readout, tuple(range(1, num_layers)), task.num_labels,
             spec.hidden_size(model.config), model.config.model_type,
         ))
-    collate = make_collate(tokenizer.pad_token_id or 0, spec.uses_token_type_ids)
+    collate = make_collate(tokenizer, spec.uses_token_type_ids)
     run = _Run(accelerator, options, task, spec, num_layers, collate,
                EncodedDataset(tokenizer, train_examples, task, options.max_seq_len),
                EncodedDataset(tokenizer, dev_examples, task, options.max_seq_len))
@@ -97,7 +101,7 @@ def train(options: TrainOptions) -> TrainResult:
     )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_checkpoint(out, model, tokenizer, heads, summary_json(result, options))
+        write_checkpoint(out, model, tokenizer, heads, summary_json(result, options), options.overwrite, source)
     return result
 
 

@@ -1,39 +1,21 @@
-"""Exit heads ("off-ramps") and their checkpoint format, shared by ``train`` and ``export``.
+"""Exit heads ("off-ramps") as PyTorch modules, shared by ``train`` and ``export``.
 
-A trained checkpoint is a normal Hugging Face ``*ForSequenceClassification`` directory (the backbone
-and the model's own classifier, which is the exit of the last layer) plus two files beside it::
-
-    trtbert_heads.json          {"format": 1, "readout": "mean", "layers": [1, 2, ...], "num_labels": 2,
-                                 "hidden_size": 384, "model_type": "bert"}
-    trtbert_heads.safetensors   heads.<layer>.classifier.weight/bias
-                                (+ heads.<layer>.dense.weight/bias for the "layer-pooler" read-out)
-
-``layers`` are 1-based depths below the last layer. Read-outs:
-
-- ``mean``: masked mean over the layer's token states, then a linear layer (the default: it trains
-  every exit of all-MiniLM-L6-v2, where the shared CLS pooler left the early exits at chance);
-- ``pooler``: the family's own CLS pooler, shared by every layer, then a linear layer (PABEE);
-- ``layer-pooler``: a CLS pooler (dense + tanh) of each layer's own, then a linear layer (DeeBERT).
+Their checkpoint format (``trtbert_heads.json`` + ``trtbert_heads.safetensors``, the read-outs) is
+described in :mod:`trtbert.modeling.checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from trtbert.errors import ModelError
+from trtbert.modeling.checkpoint import HEADS_CONFIG, HEADS_WEIGHTS, READOUTS, HeadsConfig
 
 log = logging.getLogger(__name__)
-
-HEADS_CONFIG = "trtbert_heads.json"
-HEADS_WEIGHTS = "trtbert_heads.safetensors"
-HEADS_FORMAT = 1
-READOUTS = ("mean", "pooler", "layer-pooler")
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -72,18 +54,6 @@ class ExitHead(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-@dataclass(frozen=True)
-class HeadsConfig:
-    """What ``trtbert_heads.json`` holds."""
-
-    readout: str
-    layers: tuple[int, ...]
-    num_labels: int
-    hidden_size: int
-    model_type: str
-    format: int = HEADS_FORMAT
-
-
 class ExitHeads(nn.Module):
     """The intermediate exit heads of one model, keyed by 1-based layer."""
 
@@ -105,8 +75,7 @@ class ExitHeads(nn.Module):
         directory = Path(directory)
         tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
         save_file(tensors, str(directory / HEADS_WEIGHTS))
-        cfg = dict(self.config.__dict__, layers=list(self.config.layers))
-        (directory / HEADS_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        self.config.save(directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> ExitHeads | None:
@@ -114,16 +83,9 @@ class ExitHeads(nn.Module):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        cfg_path = directory / HEADS_CONFIG
-        if not cfg_path.is_file():
+        config = HeadsConfig.load(directory)
+        if config is None:
             return None
-        try:
-            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-            config = HeadsConfig(**{**raw, "layers": tuple(raw["layers"])})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelError(f"{cfg_path} is malformed ({exc}); retrain the heads with trtbert train") from None
-        if config.format != HEADS_FORMAT:
-            raise ModelError(f"{cfg_path}: heads format {config.format} is not supported (expected {HEADS_FORMAT})")
         heads = cls(config)
         weights_path = directory / HEADS_WEIGHTS
         if not weights_path.is_file():

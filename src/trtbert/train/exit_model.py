@@ -1,7 +1,7 @@
 """A sequence classifier with its exit heads as one module, the cached-feature heads, and the losses.
 
 Layer ``L`` (the last) exits through the model's own classifier; layers ``1 .. L-1`` through
-:class:`~trtbert.exporter.heads.ExitHeads`. ``hidden_states[i]`` of transformers is layer ``i``'s output
+:class:`~trtbert.modeling.heads.ExitHeads`. ``hidden_states[i]`` of transformers is layer ``i``'s output
 (index 0 is the embeddings).
 """
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trtbert.exporter.heads import ExitHeads, masked_mean
-from trtbert.exporter.specs import ArchSpec
+from trtbert.modeling.heads import ExitHeads, masked_mean
+from trtbert.modeling.specs import ArchSpec
 
 
 class ExitModel(nn.Module):
