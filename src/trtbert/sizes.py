@@ -15,8 +15,9 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_size(text: str) -> int | None:
-    """Parse a size such as ``64MiB`` into bytes; ``unlimited``/``none``/``inf`` give ``None``."""
-    if text.strip().lower() in {"unlimited", "none", "inf", "0"}:
+    """Parse a size such as ``64MiB`` into bytes; ``unlimited``/``none``/``inf`` give ``None``. Zero is
+    refused (it is not a way to say unlimited)."""
+    if text.strip().lower() in {"unlimited", "none", "inf"}:
         return None
     match = _SIZE.match(text)
     unit = match.group(2).lower() if match else ""
@@ -24,7 +25,10 @@ def parse_size(text: str) -> int | None:
         raise UsageError(
             f"cannot read size {text!r}: use a number with a unit such as 64MiB, 512MB or 2GiB, or 'unlimited'"
         )
-    return int(float(match.group(1)) * _UNITS[unit])
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise UsageError(f"size {text!r} is zero: give a positive size such as 64MiB, or 'unlimited'")
+    return size
 
 
 def format_size(nbytes: float | None) -> str:

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from trtbert import faults
 from trtbert.errors import BundleError, TrtbertError
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,15 @@ def check_replaceable(target: Path, overwrite: bool, protect: Sequence[Path | st
         )
 
 
+def owning_output(path: Path) -> Path | None:
+    """The trtbert output (bundle, checkpoint) that ``path`` lies inside, if any: writing a report there
+    would change what its manifest or checksums describe."""
+    for parent in Path(path).expanduser().resolve().parents:
+        if any(_is_marker(parent / m) for m in MARKERS):
+            return parent
+    return None
+
+
 def _is_marker(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -223,8 +233,20 @@ def check_writable(target: Path, overwrite: bool = False, need_bytes: int = 0,
     check_space(parent, need_bytes)
 
 
+def apply_umask(root: Path) -> None:
+    """Give every file and directory under ``root`` the permissions the umask gives new ones (libraries
+    such as safetensors write 0600 files; ``mkdtemp`` makes 0700 directories)."""
+    fmode, dmode = file_mode(), dir_mode()
+    os.chmod(root, dmode)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, dmode if path.is_dir() else fmode)
+
+
 @contextlib.contextmanager
-def atomic_directory(target: Path, overwrite: bool = False, protect: Sequence[Path | str] = ()) -> Iterator[Path]:
+def atomic_directory(target: Path, overwrite: bool = False, protect: Sequence[Path | str] = (),
+                     label: str = "write") -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target``.
 
     On any error (or interrupt, SIGTERM included where the CLI turns it into one) the temporary
@@ -241,16 +263,46 @@ def atomic_directory(target: Path, overwrite: bool = False, protect: Sequence[Pa
     tmp = make_dir(tmp_name(target))
     try:
         yield tmp
+        apply_umask(tmp)
         if target.exists():
-            aside = tmp_name(target)
-            os.replace(target, aside)
-            os.replace(tmp, target)
-            shutil.rmtree(aside, ignore_errors=True)
+            faults.point(f"{label}:mid-swap")  # with an atomic exchange there is no half-swapped instant
+            if exchange(tmp, target):  # tmp now holds the old copy
+                faults.point(f"{label}:after-swap")
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:  # no renameat2 here: rename aside, then into place (restore_aside repairs a kill between)
+                aside = tmp_name(target)
+                os.replace(target, aside)
+                os.replace(tmp, target)
+                faults.point(f"{label}:after-swap")
+                shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the OS or
+    filesystem cannot, so the caller falls back to two renames."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def restore_aside(target: Path) -> None:

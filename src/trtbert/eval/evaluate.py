@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from trtbert import bundle as B
-from trtbert.data.glue import HF_DATASET, Example, load_split, resolve_data_dir
+from trtbert.data.glue import HF_DATASET, Example, load_split, resolve_data_dir, split_path
 from trtbert.data.metrics import main_score
 from trtbert.data.tasks import Task, get_task
 from trtbert.errors import DataError, UsageError
@@ -30,6 +30,7 @@ from trtbert.eval.sweep import SweepPoint, parse_sweep, replay
 from trtbert.memory import peak_rss
 from trtbert.runtime.exits import as_rule, exit_layers_for
 from trtbert.runtime.runner import Runner
+from trtbert.runtime.text import normalise_inputs
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,9 @@ def _load(task: Task, split: str, data_dir: Path | None, limit: int | None, data
     examples = load_split(task, split, data_dir, limit=limit, dataset=dataset)
     if not examples:
         raise DataError(f"{task.name} {split} has no examples")
+    source = str(split_path(task, split, data_dir)) if data_dir is not None else f"{dataset} {task.hf_config} {split} row"
+    normalise_inputs(items_of(examples), where=[f"{source}:{e.line}" if data_dir is not None else f"{source} {e.line}"
+                                               for e in examples])  # an empty text is named by file:line
     return examples
 
 

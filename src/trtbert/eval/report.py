@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbert.bundle import atomic_write_text, check_space, os_error, tmp_name
+from trtbert.bundle.files import owning_output
 from trtbert.errors import TrtbertError, missing_extra
 
 
@@ -18,6 +19,10 @@ def check_output(path: Path | None) -> None:
     path = Path(path)
     if path.is_dir():
         raise TrtbertError(f"{path} is a directory; give a file path")
+    owner = owning_output(path)
+    if owner is not None:
+        raise TrtbertError(f"{path} is inside {owner}, which trtbert wrote (its manifest.json lists its files); "
+                           "write the report elsewhere")
     parent = path.parent
     if not parent.is_dir():
         raise TrtbertError(f"cannot write to {parent}: no such directory; create it first")

@@ -135,7 +135,8 @@ def export_bundle(options: ExportOptions) -> ExportResult:
 
     params = sum(p.numel() for p in model.parameters())
     B.check_writable(options.out, options.overwrite, need_bytes=int(params * 4 * 1.1), protect=protect)
-    with B.atomic_directory(options.out, overwrite=options.overwrite, protect=protect) as tmp, torch.inference_mode():
+    with B.atomic_directory(options.out, overwrite=options.overwrite, protect=protect, label="export") as tmp, \
+            torch.inference_mode():
         writer = BundleWriter(tmp, model, spec, options.opset, tolerance)
         writer.write_tokenizer(tokenizer)
         writer.write_stages(head_of, exit_layers)

@@ -102,6 +102,24 @@ def load_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
         raise ModelError(f"cannot load {source}: {first_line(exc)}") from exc
     except Exception as exc:
         if _is_load_error(exc):
-            raise ModelError(f"cannot load {source}: its files are damaged or truncated ({type(exc).__name__}: "
-                             f"{first_line(exc)}); copy the checkpoint again") from exc
+            damaged = _damaged_weights(Path(source)) if local else []
+            what = ", ".join(damaged) if damaged else "its files"
+            raise ModelError(f"cannot load {source}: {what} {'is' if len(damaged) == 1 else 'are'} damaged or "
+                             f"truncated ({type(exc).__name__}: {first_line(exc)}); copy the checkpoint again") from exc
         raise
+
+
+def _damaged_weights(directory: Path) -> list[str]:
+    """The weight files of a checkpoint whose safetensors header cannot be read."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        return []
+    bad = []
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy") as fh:
+                fh.keys()
+        except Exception:  # noqa: BLE001 - any failure to open means this file is the damaged one
+            bad.append(path.name)
+    return bad

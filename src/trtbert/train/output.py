@@ -50,7 +50,7 @@ def write_checkpoint(out: Path, model: Any, tokenizer: Any, heads: Any, summary:
     out.parent.mkdir(parents=True, exist_ok=True)
     protect = [source] if source is not None and Path(source).is_dir() else []
     try:
-        with atomic_directory(out, overwrite=overwrite, protect=protect) as tmp:
+        with atomic_directory(out, overwrite=overwrite, protect=protect, label="train") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             if heads is not None:
