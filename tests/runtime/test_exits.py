@@ -167,3 +167,121 @@ def test_entropy_and_confidence_helpers() -> None:
     uniform = np.zeros((1, 4))
     assert X.entropy(uniform)[0] == pytest.approx(math.log(4))
     assert X.max_probability(uniform)[0] == pytest.approx(0.25)
+
+
+# --- per-layer thresholds, the learned exit, hidden states ------------------------------------------------
+
+
+def _online(rule: X.ExitRule, logits: np.ndarray, hidden: np.ndarray | None = None) -> list[int]:
+    """The runner's loop: rows that stop leave the batch, and the state keeps only the rows that go on."""
+    rows = logits.shape[1]
+    state, active = X.ExitState.start(rows), np.arange(rows)
+    exits = [0] * rows
+    for i, layer in enumerate(EXIT_LAYERS):
+        last = i == len(EXIT_LAYERS) - 1
+        pooled = None if hidden is None else hidden[i, active]
+        ctx = X.LayerContext(layer, None if last else EXIT_LAYERS[i + 1], pooled=pooled)
+        done = rule.step(state, logits[i, active], ctx) | last
+        for r in active[done]:
+            exits[int(r)] = layer
+        state, active = state.keep(~done), active[~done]
+        if not len(active):
+            break
+    return exits
+
+
+def test_confidence_per_layer_matches_direct_computation() -> None:
+    logits = _logits(rows=200, labels=3, seed=2)
+    thresholds = [0.9, 0.8, math.inf, 0.6, 0.5]
+    rule = X.parse_rule("confidence-per-layer:0.9,0.8,off,0.6,0.5")
+    assert rule.text == "confidence-per-layer:0.9,0.8,off,0.6,0.5" and isinstance(rule, X.ConfidencePerLayer)
+    want = _expected(logits, lambda h, i: i < len(thresholds) and max(_probs(h[-1])) >= thresholds[i])
+    got = X.exit_layers_for(rule, logits, EXIT_LAYERS)
+    assert got.tolist() == want and len(set(want)) > 2 and 3 not in want
+    assert _online(rule, logits) == want
+    # fewer values than exit layers: the rest never stop early
+    short = X.exit_layers_for("confidence-per-layer:0.99", logits, EXIT_LAYERS)
+    assert set(short.tolist()) <= {1, 6}
+    assert X.per_layer_text([0.97, math.inf, 2.0]) == "confidence-per-layer:0.97,off,off"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("confidence-per-layer", "confidence-per-layer:P1,P2"),
+    ("confidence-per-layer:0.9,,0.8", "confidence-per-layer:P1,P2"),
+    ("confidence-per-layer:1.5", "between 0 and 1"),
+    ("confidence-per-layer:x", "not a number"),
+    ("learned", "needs the learned model's parameters"),
+    ("learned:0.9", "needs the learned model's parameters"),
+    ("learned:2", "between 0 and 1"),
+    ("learned:0.9,0.8", "learned or learned:Q"),
+])
+def test_malformed_new_rules(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        X.parse_rule(text)
+
+
+def test_per_layer_rule_refuses_regression() -> None:
+    with pytest.raises(UsageError, match="regression"):
+        X.parse_rule("confidence-per-layer:0.9", "regression")
+
+
+def test_online_equals_offline_for_stateful_rules() -> None:
+    from trtbert.runtime.learned import LearnedExit
+
+    logits = _logits(rows=300, labels=3, seed=4)
+    hidden = np.random.default_rng(5).normal(size=(len(EXIT_LAYERS), 300, 8))
+    model = LearnedExit.fit(logits, EXIT_LAYERS)
+    with_hidden = LearnedExit.fit(logits, EXIT_LAYERS, hidden=hidden)
+    rules = [X.parse_rule("patience:2"), X.parse_rule("patience-confidence:2,0.6"),
+             X.parse_rule("confidence-per-layer:0.95,0.9,0.85,0.8,0.7"),
+             X.parse_rule("learned:0.4", params=model.to_json()),  # answers agree with the last by chance here
+             X.parse_rule("learned:0.4", params=with_hidden.to_json())]
+    for rule in rules:
+        h = hidden if rule.needs_hidden else None
+        offline = X.exit_layers_for(rule, logits, EXIT_LAYERS, hidden=h).tolist()
+        assert _online(rule, logits, h) == offline, rule.text
+        assert len(set(offline)) > 1, rule.text
+
+
+def test_a_rule_reading_hidden_states_needs_them() -> None:
+    from trtbert.runtime.learned import LearnedExit
+
+    logits = _logits(rows=50, seed=6)
+    hidden = np.random.default_rng(0).normal(size=(len(EXIT_LAYERS), 50, 4))
+    rule = X.parse_rule("learned:0.5", params=LearnedExit.fit(logits, EXIT_LAYERS, hidden=hidden).to_json())
+    assert rule.needs_hidden and not X.parse_rule("confidence:0.9").needs_hidden
+    with pytest.raises(UsageError, match="pooled hidden state"):
+        X.exit_layers_for(rule, logits, EXIT_LAYERS)
+    with pytest.raises(UsageError, match="hidden must be"):
+        X.exit_layers_for(rule, logits, EXIT_LAYERS, hidden=hidden[:, :10])
+    with pytest.raises(UsageError, match="pooled hidden states"):
+        _online(rule, logits)  # a runner that does not pass them
+
+
+def test_budget_replay_keeps_per_row_memory() -> None:
+    """With per-row times the replay decides row by row; rules with memory must still see every layer."""
+    logits = _logits(rows=40, seed=7)
+    rule = "confidence-per-layer:0.95,0.9,0.85,0.8,0.7"
+    assert X.exit_layers_for(rule, logits, EXIT_LAYERS, np.ones((len(EXIT_LAYERS), 40))).tolist() == \
+        X.exit_layers_for(rule, logits, EXIT_LAYERS).tolist()
+
+
+def test_mean_pool_ignores_padding() -> None:
+    hidden = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    assert X.mean_pool(hidden, mask).tolist() == [[1.0, 2.0], [6.0, 7.0]]
+    assert X.mean_pool(hidden, np.zeros((2, 3))).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_rule_from_policy() -> None:
+    from trtbert.runtime.learned import LearnedExit
+
+    assert X.rule_from_policy(None).text == "none"
+    assert X.rule_from_policy({"rule": "confidence:0.9"}).text == "confidence:0.9"
+    logits = _logits(rows=60, seed=8)
+    params = LearnedExit.fit(logits, EXIT_LAYERS).to_json()
+    rule = X.rule_from_policy({"rule": "learned:0.8", "params": params, "certificate": {}})
+    assert rule.text == "learned:0.8" and rule.threshold == 0.8
+    assert X.as_rule("learned", params=params).threshold == 0.5
+    with pytest.raises(UsageError, match="parameters"):
+        X.rule_from_policy({"rule": "learned:0.8"})
