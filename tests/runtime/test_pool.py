@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caps import costs
+from caps import costs, loading_costs
 from conftest import TEXTS
 from trtbert.bundle import load_bundle
 from trtbert.errors import MemoryCapError
@@ -28,11 +28,12 @@ def _loaded(runner: Runner) -> set[str]:
 
 def test_cap_below_largest_stage_is_refused(rt_bundles: dict[str, Path]) -> None:
     sizes, shared = costs(rt_bundles["bert"])
-    largest = max(sizes, key=sizes.get)
+    loading = loading_costs(rt_bundles["bert"])
+    largest = max(loading, key=loading.get)
     with pytest.raises(MemoryCapError) as err:
-        Runner.from_bundle(rt_bundles["bert"], memory_cap=shared + sizes[largest] - 1)
+        Runner.from_bundle(rt_bundles["bert"], memory_cap=shared + loading[largest] - 1)
     message = str(err.value)
-    cap = format_size(shared + sizes[largest] - 1)
+    cap = format_size(shared + loading[largest] - 1)
     assert message.startswith(f"memory cap {cap} is below {largest} ({format_size(sizes[largest])}")
     assert "raise --memory-cap or build with --int8" in message and "\n" not in message
 
@@ -55,11 +56,11 @@ def test_cap_between_largest_and_total_streams_within_the_cap(wide_bundle: Path,
     with Runner.from_bundle(wide_bundle, prefetch=prefetch) as runner:
         want = [p.logits for p in runner.predict(TEXTS, batch_size=3)]
         sizes = runner.pool.sizes()  # recorded when the bundle was exported
+        loading = loading_costs(wide_bundle)
         shared = runner.stats().shared_bytes
-        layers = [sizes[f"layer_0{i}"] for i in range(1, 7)]
-        # room for embeddings, layer_01 and two streamed layers (one running, one prefetched)
-        cap = shared + sizes["embeddings"] + layers[0] + 2 * max(layers[1:])
-        assert shared + max(sizes.values()) < cap < shared + sum(sizes.values())
+        # room for embeddings, layer_01 and two streamed layers (one running, one loading beside it)
+        cap = shared + sizes["embeddings"] + sizes["layer_01"] + 2 * max(loading.values())
+        assert shared + max(loading.values()) < cap < shared + sum(sizes.values())
         runner.pool.set_memory_cap(cap)
         for _ in range(2):
             got = [p.logits for p in runner.predict(TEXTS, batch_size=3)]
@@ -77,7 +78,7 @@ def test_cap_between_largest_and_total_streams_within_the_cap(wide_bundle: Path,
 
 def test_capped_from_the_start(wide_bundle: Path) -> None:
     sizes, shared = costs(wide_bundle)
-    cap = int(shared + sizes["embeddings"] + sizes["layer_01"] * 4)
+    cap = int(shared + max(loading_costs(wide_bundle).values()) * 2.5)
     with Runner.from_bundle(wide_bundle, memory_cap=cap) as runner:
         for _ in range(3):
             runner.predict(TEXTS, batch_size=4)
@@ -89,7 +90,7 @@ def test_capped_from_the_start(wide_bundle: Path) -> None:
 def test_prefetch_on_exit_leaves_nothing_unaccounted(wide_bundle: Path) -> None:
     with Runner.from_bundle(wide_bundle) as runner:
         runner.predict(TEXTS[:1])  # every layer loads once (and is measured): now they can be prefetched
-        sizes = runner.pool.sizes()
+        sizes = loading_costs(wide_bundle)
         cap = runner.stats().shared_bytes + sizes["embeddings"] + 2 * max(sizes.values())
         runner.pool.set_memory_cap(cap)
         runner.predict(TEXTS[:1])  # a pass under the cap: layer_01 and layer_02 are no longer resident

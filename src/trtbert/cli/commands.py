@@ -303,7 +303,7 @@ def eval_(bundle: Path, task: str, data_dir: Path | None, dataset: str, split: s
         exit=None if exit_rule == "default" else exit_rule, memory_cap=memory_cap, batch_size=batch_size,
         limit=limit, threads=threads, sweeps=sweeps, calibrate=calibrate, max_disagreement=max_disagreement,
         max_drop=max_drop, delta=delta, objective=objective, calibration_split=calibration_split,
-        calibration_limit=calibration_limit, progress=not quiet,
+        calibration_limit=calibration_limit, progress=not quiet, tune_allocator=True,
     )
     report = evaluate(options)
     click.echo(format_report(report))

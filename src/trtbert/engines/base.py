@@ -32,18 +32,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Cost:
-    """Bytes an engine holds while loaded: ``host`` (process memory, its peak while loading included)
-    and ``device`` (GPU memory: on a Jetson the same physical memory). ``measured`` is False for an
-    estimate (a set built before costs were recorded)."""
+    """Bytes an engine holds while loaded: ``host`` (process memory) and ``device`` (GPU memory: on a
+    Jetson the same physical memory); ``peak`` is the most host memory it takes while loading.
+    ``measured`` is False for an estimate (a set built before costs were recorded)."""
 
     host: int
     device: int = 0
+    peak: int = 0
     measured: bool = True
 
     @property
     def total(self) -> int:
-        """What counts against the memory cap."""
+        """What counts against the memory cap while the engine is resident."""
         return self.host + self.device
+
+    @property
+    def loading(self) -> int:
+        """What counts against the memory cap while the engine loads."""
+        return max(self.peak, self.host) + self.device
 
 
 class Shared:
@@ -99,8 +105,14 @@ class Engine(abc.ABC):
 
     @property
     def nbytes(self) -> int:
-        """Bytes this engine counts against a memory cap (its recorded cost; else twice its file)."""
+        """Bytes this engine counts against a memory cap while resident (its recorded cost; else twice
+        its file)."""
         return self.cost.total if self.cost is not None else 2 * self.file_size
+
+    @property
+    def load_nbytes(self) -> int:
+        """Bytes this engine counts against a memory cap while it loads."""
+        return self.cost.loading if self.cost is not None else 2 * self.file_size
 
     def files(self) -> list[Path]:
         """Every file a load reads (the engine file; streamed engines add their template)."""

@@ -9,10 +9,12 @@ at run time (RSS deltas) is noise: 3.2-10.5 MiB for the same 3 MiB layer. The me
 - warms the backend up (its one-off cost is the process baseline, reported apart);
 - loads every engine once, so what the set shares (template sessions) is created: ``shared`` is the
   growth that stays after every engine is unloaded again;
-- then, ``repeats`` times, loads each engine alone and runs it once on a (1, 16) input; the engine's
-  ``host`` cost is the largest peak-RSS growth seen during load + first inference (``VmHWM`` reset
-  before each), so transient copies made while loading count too; ``device`` comes from the engine
-  (TensorRT: engine weights + activation memory).
+- then, ``repeats`` times, loads each engine alone and runs it once on a (1, 16) input: ``host`` is
+  the RSS it still holds after that (what it costs while resident), ``peak`` the largest RSS growth
+  during the load and first inference (``VmHWM`` reset before each: transient copies made while
+  loading count), ``us`` its warm compute time in microseconds (median of 5 runs, the budget rule's
+  first estimate); ``device`` comes from the engine (TensorRT: weights, I/O and activation memory).
+  Each figure is the largest of the repeats.
 
 What the figures cover, and what they do not (activations of large batches, tokenisation), is said
 in docs/memory.md.
@@ -26,6 +28,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +100,25 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         engine = make_engine(spec["backend"], Path(item["path"]), stage, spec["options"], shared, built=spec["built"])
         engines[key] = (engine, _feeds(stage, rng))
 
-    def cycle(engine: Any, feeds: dict[str, np.ndarray]) -> tuple[int, int]:
+    def cycle(engine: Any, feeds: dict[str, np.ndarray]) -> dict[str, int]:
         release_freed_memory()
         before = current_rss()
         exact = reset_peak_rss()
         engine.load()
         engine.infer(feeds)
-        grown = (peak_rss() if exact else current_rss()) - before
+        after = current_rss()
+        peak = (peak_rss() if exact else after) - before
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            engine.infer(feeds)
+            times.append(time.perf_counter() - start)
         device = int(getattr(engine, "device_nbytes", 0) or 0)
         engine.unload()
         release_freed_memory()
-        return max(0, grown), device
+        resident = max(0, after - before)
+        return {"host": resident, "peak": max(resident, peak), "device": device,
+                "us": int(sorted(times)[2] * 1e6)}
 
     smallest = min(engines, key=lambda k: os.path.getsize(spec["files"][k]["path"]))
     for _ in range(2):  # warm-up: the backend's one-off cost is the baseline, not the first engine's
@@ -119,12 +130,11 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
         cycle(engine, feeds)
     release_freed_memory()
     shared_host = max(0, current_rss() - baseline)
-    costs = {key: {"host": 0, "device": 0} for key in engines}
+    costs: dict[str, dict[str, int]] = {key: {"host": 0, "peak": 0, "device": 0, "us": 0} for key in engines}
     for _ in range(int(spec.get("repeats", REPEATS))):
         for key, (engine, feeds) in engines.items():
-            host, device = cycle(engine, feeds)
-            costs[key]["host"] = max(costs[key]["host"], host)
-            costs[key]["device"] = max(costs[key]["device"], device)
+            for name, value in cycle(engine, feeds).items():
+                costs[key][name] = max(costs[key][name], value)
     shared.close()
     return {"costs": costs, "shared": {"host": shared_host, "device": 0}, "baseline": baseline}
 

@@ -66,8 +66,8 @@ def recorded_cost(engine_set: EngineSet, key: str, file_size: int) -> Cost:
     """The cost a set recorded for one engine file, or an estimate (twice the file) when none was."""
     cost = engine_set.costs.get(key)
     if cost is None:
-        return Cost(host=2 * file_size, device=0, measured=False)
-    return Cost(host=int(cost.get("host", 0)), device=int(cost.get("device", 0)))
+        return Cost(host=2 * file_size, device=0, peak=2 * file_size, measured=False)
+    return Cost(host=int(cost.get("host", 0)), device=int(cost.get("device", 0)), peak=int(cost.get("peak", 0)))
 
 
 def create_engine(bundle: Bundle, engines: EngineSet, stage: Stage, shared: Shared | None = None,

@@ -62,6 +62,7 @@ class EvalOptions:
     calibration_split: str = "train"
     calibration_limit: int = 2000
     progress: bool = True
+    tune_allocator: bool = False  # the CLI turns it on (a process-wide setting; see trtbert.memory)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "calibration_limit"):
@@ -268,7 +269,7 @@ def evaluate(options: EvalOptions) -> TaskReport:
             rows = _load(task, options.calibration_split, data_dir, None, options.dataset)
             calibration_examples = rows[-options.calibration_limit:]
     with Runner.from_bundle(options.bundle, engines=options.engines, memory_cap=options.memory_cap,
-                            exit="none", threads=options.threads) as runner:
+                            exit="none", threads=options.threads, tune_allocator=options.tune_allocator) as runner:
         calibration = None
         if calibration_examples is not None:
             logits, times = full_logits(runner, items_of(calibration_examples), options.batch_size, options.progress,

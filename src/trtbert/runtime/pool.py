@@ -2,9 +2,10 @@
 
 The pool is the only caller of :meth:`Engine.load` and :meth:`Engine.unload`. Residency is keyed by
 engine file, so a file shared by several stages (ALBERT's one layer) is loaded and counted once.
-Every engine's bytes are its recorded cost (measured at build time), known before it is loaded: a
-load is admitted only when the engines resident, the loads in flight, what the set shares and the
-new engine together stay within the cap, so the pool never holds more than the cap. To make room it
+Every engine's bytes are its recorded cost (measured at build time), known before it is loaded: what
+it holds while resident and, more, while it loads. A load is admitted only when the engines resident,
+the loads in flight (at their loading size), what the set shares and the new engine together stay
+within the cap, so the pool never holds more than the cap. To make room it
 evicts streamed engines, the one used farthest in the future first; pinned engines stay.
 
 ``prefetch(position)`` loads the next stage on one worker thread while the current one computes,
@@ -61,8 +62,9 @@ class EnginePool:
     """Keeps stage engines resident under ``memory_cap`` bytes (None: unlimited).
 
     ``engines`` maps an engine key (its file) to its engine; ``order`` lists ``(stage name, key)`` for
-    one full pass in execution order (keys may repeat); ``sizes`` gives each key's recorded bytes and
-    ``shared`` the bytes the set holds once whatever is loaded (template sessions).
+    one full pass in execution order (keys may repeat); ``sizes`` gives each key's recorded resident
+    bytes, ``loading`` its bytes while loading (default: the same) and ``shared`` the bytes the set holds
+    once whatever is loaded (template sessions).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class EnginePool:
         prefetch: bool = True,
         shared: int = 0,
         use_rate: Mapping[str, float] | None = None,
+        loading: Mapping[str, int] | None = None,
     ) -> None:
         self._engines = dict(engines)
         self._order = [key for _, key in order]
@@ -81,6 +84,8 @@ class EnginePool:
         for name, key in order:
             self._names.setdefault(key, name)
         self._sizes = {key: int(sizes[key]) for key in self._engines}
+        self._loading_sizes = {key: max(self._sizes[key], int((loading or sizes).get(key, sizes[key])))
+                               for key in self._engines}
         self._shared = int(shared)
         self._use_rate = use_rate
         self._prefetch_wanted = prefetch
@@ -109,7 +114,7 @@ class EnginePool:
 
     def _make_plan(self, cap: int | None) -> Plan:
         return make_plan(self._sizes, self._order, cap, self._shared, self._use_rate, self._prefetch_wanted,
-                         names=self._names)
+                         names=self._names, loading=self._loading_sizes)
 
     # --- accounting (lock held) ---------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class EnginePool:
             raise
         with self._cond:
             self._loading.discard(key)
+            self._resident[key] = self._sizes[key]  # loaded: from its loading size down to its resident one
             self._counts["loads"] += 1
             self._loads_by_key[key] = self._loads_by_key.get(key, 0) + 1
             self._counts["prefetches"] += prefetched
@@ -195,16 +201,16 @@ class EnginePool:
                         self._counts["hits"] += 1
                     self._wait_seconds += time.perf_counter() - start
                     return self._engines[key]
-                if self._make_room(self._sizes[key], key, pinned_too=True):
+                if self._make_room(self._loading_sizes[key], key, pinned_too=True):
                     break
                 if self._loading:  # a prefetch in flight holds room: let it finish, then evict it
                     waited = True
                     self._cond.wait()
                     continue
                 raise RuntimeError(  # the plan guarantees room; reaching this is a bug
-                    f"engine pool: no room for {self._names[key]} ({self._sizes[key]} bytes) under the cap "
+                    f"engine pool: no room for {self._names[key]} ({self._loading_sizes[key]} bytes) under the cap "
                     f"{self.plan.cap} with {sorted(self._names[k] for k in self._resident)} in use")
-            self._resident[key] = self._sizes[key]
+            self._resident[key] = self._loading_sizes[key]
             self._loading.add(key)
             self._note_peak()
         self._load(key, prefetched=False)
@@ -227,10 +233,10 @@ class EnginePool:
         with self._cond:
             if self._closed or key in self._resident or (self._future is not None and not self._future.done()):
                 return
-            if not self._make_room(self._sizes[key], key):
+            if not self._make_room(self._loading_sizes[key], key):
                 self._counts["prefetch_skipped"] += 1
                 return
-            self._resident[key] = self._sizes[key]
+            self._resident[key] = self._loading_sizes[key]
             self._loading.add(key)
             self._note_peak()
             if self._worker is None:

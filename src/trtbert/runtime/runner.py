@@ -37,6 +37,7 @@ from trtbert.sizes import format_size, parse_size
 log = logging.getLogger(__name__)
 
 AUTO_HEADROOM = 0.8  # share of the memory this process may still use that an automatic cap plans for
+ALLOCATOR_SLACK = 4 << 20  # heap the allocator keeps beyond what engines and activations hold (measured)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ def activation_bytes(model: B.ModelInfo, batch: int, seq: int) -> int:
     return 4 * (batch * seq * (8 * h + 2 * 4 * h) + 2 * batch * heads * seq * seq)
 
 
+def rss_bound(engine_bytes: int, model: B.ModelInfo, batch: int, seq: int) -> int:
+    """The most the process's RSS may grow above its baseline (interpreter, libraries, tokenizer, the
+    backend initialised): the engines the pool may hold (the plan's bound: at most the cap), the
+    activations of one stage at ``(batch, seq)``, and the allocator's slack. Tested from outside in
+    tests/runtime/test_memory.py; described in docs/memory.md."""
+    return engine_bytes + activation_bytes(model, batch, seq) + ALLOCATOR_SLACK
+
+
 class Runner:
     """Runs a bundle's stages under a memory cap with an exit rule. Use :meth:`from_bundle`; close it
     (or use it as a context manager) to free its engines."""
@@ -93,6 +102,7 @@ class Runner:
         self.encoder = encoder
         self.rule = rule
         self.check = check
+        self.activation_limit: int | None = None  # split batches whose activations would exceed it
         manifest = bundle.manifest
         self.labels = manifest.model.labels
         self.regression = manifest.model.problem_type == B.REGRESSION
@@ -119,6 +129,7 @@ class Runner:
         prefetch: bool = True,
         check: bool = False,
         tune_allocator: bool = False,
+        activation_limit: int | str | None = None,
     ) -> Runner:
         """Open the bundle at ``path`` with engine set ``engines``, verify its files' checksums, plan the pool.
 
@@ -129,6 +140,8 @@ class Runner:
         as ``trtbert run`` does. ``threads``: intra-op threads (0: one per core). ``check``: check every
         feed's dtype and shape. ``tune_allocator``: make glibc return freed engine memory to the OS (a
         process-wide setting: the CLI turns it on; see :func:`trtbert.memory.tune_allocator`).
+        ``activation_limit``: bytes of activations a batch may take (bigger batches of long inputs run a few
+        rows at a time); ``"auto"`` sets it with an automatic memory cap (docs/memory.md).
         """
         if not isinstance(threads, int) or threads < 0:
             raise UsageError(f"threads must be 0 (one per core) or more, got {threads!r}")
@@ -139,23 +152,29 @@ class Runner:
         rule = _policy_rule(manifest, exit, engine_set)
         shared = Shared()
         engines_by_key: dict[str, Any] = {}
-        order, sizes = [], {}
+        order, sizes, loading = [], {}, {}
         for stage in manifest.stages:
             key = engine_set.stage_files[stage.name]
             if key not in engines_by_key:
                 engine = create_engine(bundle, engine_set, stage, shared=shared, threads=threads)
                 engines_by_key[key] = engine
-                sizes[key] = engine.nbytes
+                sizes[key], loading[key] = engine.nbytes, engine.load_nbytes
             order.append((stage.name, key))
         if not engine_set.costs:
             log.warning("engine set %s has no recorded memory costs (built by an older trtbert): the cap counts "
                         "each engine as twice its file; rebuild it with trtbert build --overwrite", engine_set.name)
         shared_bytes = sum(int(v) for v in engine_set.shared.values())
-        cap = _resolve_cap(memory_cap, manifest.model, sizes, shared_bytes, order)
-        pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes)
-        if tune_allocator and cap is not None:
+        auto = isinstance(memory_cap, str) and memory_cap.strip().lower() == "auto"
+        activations = auto_activation_limit(manifest.model) if auto or activation_limit == "auto" else (
+            None if activation_limit is None else int(activation_limit))
+        cap = _resolve_cap(memory_cap, manifest.model, loading, shared_bytes, order, activations)
+        pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes,
+                          loading=loading)
+        if tune_allocator:
             tune_glibc()
-        return cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
+        runner = cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
+        runner.activation_limit = activations
+        return runner
 
     # --- public API ---------------------------------------------------------------------------------
 
@@ -185,10 +204,13 @@ class Runner:
             tokenize_ms = (time.perf_counter() - t0) * 1e3
             truncated += int(encoded.truncated.sum())
             total += len(items)
-            result = self._run(encoded, self.rule, t0, collect=False)
-            for r, item in enumerate(items):
-                yield self._prediction(item, result.exits[r], result.logits[r],
-                                       {"tokenize": tokenize_ms, **result.timings[r]}, bool(encoded.truncated[r]))
+            offset = 0
+            for part in self._split(encoded):
+                result = self._run(part, self.rule, t0, collect=False)
+                for r in range(len(part.input_ids)):
+                    yield self._prediction(items[offset + r], result.exits[r], result.logits[r],
+                                           {"tokenize": tokenize_ms, **result.timings[r]}, bool(part.truncated[r]))
+                offset += len(part.input_ids)
             batch = []
         self._warn_truncated(truncated, total)
 
@@ -208,9 +230,10 @@ class Runner:
             t0 = time.perf_counter()
             encoded = self.encoder.encode(items[start:start + batch_size])
             truncated += int(encoded.truncated.sum())
-            batch = self._run(encoded, ExitRule("none"), t0, collect=True)
-            parts.append(batch.logits)
-            times.append(np.repeat(np.asarray(batch.exits_ms)[:, None], len(encoded.input_ids), axis=1))
+            for part in self._split(encoded):
+                batch = self._run(part, ExitRule("none"), t0, collect=True)
+                parts.append(batch.logits)
+                times.append(np.repeat(np.asarray(batch.exits_ms)[:, None], len(part.input_ids), axis=1))
         self._warn_truncated(truncated, len(items))
         return np.concatenate(parts, axis=1), np.concatenate(times, axis=1)
 
@@ -231,6 +254,23 @@ class Runner:
         self.close()
 
     # --- the loop ----------------------------------------------------------------------------------------
+
+    def _split(self, enc: Encoded) -> list[Encoded]:
+        """The batch as sub-batches whose activations stay within ``activation_limit`` (long inputs run a
+        few rows at a time; a row's answer does not depend on its batchmates), padding trimmed per part."""
+        rows, seq = enc.input_ids.shape
+        model = self.bundle.manifest.model
+        if self.activation_limit is None or activation_bytes(model, rows, seq) <= self.activation_limit:
+            return [enc]
+        per_row = activation_bytes(model, 1, seq)
+        step = max(1, self.activation_limit // per_row)
+        parts = []
+        for start in range(0, rows, step):
+            sl = slice(start, start + step)
+            width = max(1, int(enc.attention_mask[sl].sum(axis=1).max()))
+            parts.append(Encoded(enc.input_ids[sl, :width], enc.token_type_ids[sl, :width],
+                                 enc.attention_mask[sl, :width], enc.truncated[sl]))
+        return parts
 
     def _stage(self, position: int, feeds: dict[str, np.ndarray], timings: dict[str, float],
                compute: dict[str, float]) -> dict[str, np.ndarray]:
@@ -350,8 +390,14 @@ def _policy_rule(manifest: B.Manifest, exit: str | ExitRule | None, engine_set: 
     return as_rule(exit, manifest.model.problem_type)
 
 
+def auto_activation_limit(model: B.ModelInfo) -> int:
+    """What an automatic cap reserves for activations: one input of the model's full length, or a batch
+    of 8 inputs of 128 tokens, whichever is more (bigger batches of long inputs are split to fit)."""
+    return max(activation_bytes(model, 1, model.max_positions), activation_bytes(model, 8, min(128, model.max_positions)))
+
+
 def _resolve_cap(memory_cap: int | str | None, model: B.ModelInfo, sizes: dict[str, int], shared: int,
-                 order: list[tuple[str, str]]) -> int | None:
+                 order: list[tuple[str, str]], activations: int | None) -> int | None:
     """The cap in bytes: as given, or for ``auto`` one that fits the memory this process may still use."""
     if isinstance(memory_cap, str):
         memory_cap = "auto" if memory_cap.strip().lower() == "auto" else parse_size(memory_cap)
@@ -360,8 +406,8 @@ def _resolve_cap(memory_cap: int | str | None, model: B.ModelInfo, sizes: dict[s
             raise UsageError(f"memory cap must be a positive number of bytes, got {memory_cap!r}")
         return memory_cap  # type: ignore[return-value]
     limit = memory_limit()
-    activations = activation_bytes(model, 8, model.max_positions)
-    room = int(limit.bytes * AUTO_HEADROOM) - activations
+    activations = activations if activations is not None else auto_activation_limit(model)
+    room = int(limit.bytes * AUTO_HEADROOM) - activations - ALLOCATOR_SLACK
     total = shared + sum(sizes.values())
     if total <= room:
         log.info("memory: %s free (%s); every engine (%s) fits, no cap", format_size(limit.bytes), limit.source,
