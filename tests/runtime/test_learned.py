@@ -137,3 +137,19 @@ def test_a_model_for_other_exit_layers_is_refused() -> None:
     model = Le.LearnedExit.fit(_logits(rows=100), LAYERS)
     with pytest.raises(UsageError, match="exit layers"):
         model.probabilities(ExitState.start(3), np.zeros((3, 2)), layer=7)
+
+
+def test_wide_hidden_states_keep_their_principal_components() -> None:
+    rng = np.random.default_rng(5)
+    rows, width = 200, 40
+    hidden = rng.normal(size=(rows, width)) @ rng.normal(size=(width, width))
+    label = rng.integers(0, 2, rows)
+    x = rng.normal(size=(rows, 1))
+    y = (hidden[:, 0] * np.where(label == 1, 1, -1) > 0).astype(float)
+    model = Le.LayerModel.fit(x, y, hidden=hidden, label=label, hidden_l2=1.0, hidden_width=8)
+    assert np.asarray(model.hidden_weights).shape == (2, width)  # raw space, whatever was fitted
+    h = (hidden - hidden.mean(0)) / hidden.std(0)
+    basis = np.linalg.svd(h, full_matrices=False)[2][:8].T
+    z = np.hstack([(x - x.mean(0)) / x.std(0), np.where(label == 1, 1.0, -1.0)[:, None] * (h @ basis), np.ones((rows, 1))])
+    w = Le._newton(z, y, np.concatenate([[1.0], np.full(8, 1.0), [1e-8]]))
+    assert model.probability(x, hidden, label) == pytest.approx(1 / (1 + np.exp(-z @ w)), abs=1e-9)

@@ -583,7 +583,7 @@ def _split(logits: np.ndarray, labels: np.ndarray | None, hidden: np.ndarray | N
 
 def _choose(families: Sequence[str], paths: dict[str, _Path], rows: _Rows, exit_layers: Sequence[int],
             fit_losses: np.ndarray | None, cost_of: np.ndarray, eps: float, delta: float, tolerance: float,
-            folds: int = 5) -> str:
+            folds: int = 3) -> str:
     """The family to certify, chosen on the fit rows only: the lowest cost its path reaches while its
     fit-part risk stays within what the certification rows could certify (averaged over levels from
     half to twice that rate, to steady the estimate on few rows). Fitted families are scored

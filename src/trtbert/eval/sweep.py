@@ -3,6 +3,10 @@
 The logits of all exit layers, ``(exit layers, rows, labels)``, fix what any exit rule would do, so a
 sweep replays rules over them (:func:`trtbert.runtime.exits.exit_layers_for`, the same decision the
 runner makes online) instead of running the model once per threshold. Pure numpy.
+
+:func:`calibrate` is the old best-of-grid pick: the metric it shows on the calibration rows is not a
+promise for unseen rows (picking the best of ~50 thresholds overfits them). The certified choice is
+:func:`trtbert.eval.certify.certify_policy`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 from trtbert.data.metrics import main_score
 from trtbert.data.tasks import Task
 from trtbert.errors import UsageError
-from trtbert.runtime.exits import exit_layers_for, logits_at_exit, parse_rule
+from trtbert.runtime.exits import ExitRule, exit_layers_for, logits_at_exit, parse_rule
 
 CALIBRATED_RULES = ("entropy", "patience", "confidence")
 
@@ -33,14 +37,16 @@ class SweepPoint:
     wall_ms: float | None = None  # measured mean latency, when the point was run for real
 
 
-def replay(task: Task, logits: np.ndarray, labels: np.ndarray, exit_layers: Sequence[int], rule: str,
-           num_layers: int) -> SweepPoint:
-    """Score ``rule`` over full-pass logits without running the model again."""
-    chosen = exit_layers_for(rule, logits, exit_layers)
+def replay(task: Task, logits: np.ndarray, labels: np.ndarray, exit_layers: Sequence[int], rule: str | ExitRule,
+           num_layers: int, hidden: np.ndarray | None = None) -> SweepPoint:
+    """Score ``rule`` over full-pass logits without running the model again. A rule object carries
+    what its text cannot (a learned exit's parameters); ``hidden``: each exit layer's pooled hidden
+    states ``(exit layers, rows, hidden)``, for a learned exit that reads them."""
+    chosen = exit_layers_for(rule, logits, exit_layers, hidden=hidden)
     score = main_score(task, logits_at_exit(logits, exit_layers, chosen), labels)
     avg = float(chosen.mean())
     values, counts = np.unique(chosen, return_counts=True)
-    return SweepPoint(rule=rule, score=score, avg_layers=avg, layer_speedup=num_layers / avg,
+    return SweepPoint(rule=str(rule), score=score, avg_layers=avg, layer_speedup=num_layers / avg,
                       histogram={int(v): int(c) for v, c in zip(values, counts)})
 
 

@@ -43,6 +43,7 @@ FORMAT = "trtbert-learned-exit/1"
 _GAP_CLIP = 30.0
 FEATURE_L2 = 1.0  # L2 penalty on the standardised features' weights
 HIDDEN_L2 = 100.0  # L2 penalty on the standardised hidden state's weights (a strong prior: no probe)
+HIDDEN_WIDTH = 512  # at most this many hidden-state weights per model are fitted (principal components beyond)
 
 
 def _sigmoid(s: np.ndarray) -> np.ndarray:
@@ -131,7 +132,7 @@ def _newton(z: np.ndarray, y: np.ndarray, penalty: np.ndarray, iterations: int =
         hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
         step = np.linalg.solve(hess, grad)
         w = w - step
-        if float(np.abs(step).max()) < 1e-9:
+        if float(np.abs(step).max()) < 1e-7:
             break
     return w
 
@@ -165,8 +166,13 @@ class LayerModel:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, l2: float = FEATURE_L2, hidden: np.ndarray | None = None,
-            label: np.ndarray | None = None, labels: int = 2, hidden_l2: float = HIDDEN_L2) -> LayerModel:
-        """Fit by Newton's method with L2 penalties on the standardised weights (the bias is free)."""
+            label: np.ndarray | None = None, labels: int = 2, hidden_l2: float = HIDDEN_L2,
+            hidden_width: int = HIDDEN_WIDTH) -> LayerModel:
+        """Fit by Newton's method with L2 penalties on the standardised weights (the bias is free).
+
+        The standardised hidden state keeps its leading ``hidden_width`` principal components (per
+        label when there are more than two), so that a wide model still fits in seconds; the
+        stored weights are in the raw hidden space either way."""
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale = np.where(scale > 1e-12, scale, 1.0)
@@ -175,16 +181,21 @@ class LayerModel:
             h = np.asarray(hidden, dtype=np.float64)
             h_mean, h_scale = h.mean(axis=0), h.std(axis=0)
             h_scale = np.where(h_scale > 1e-12, h_scale, 1.0)
-            parts.append(_aligned((h - h_mean) / h_scale, np.asarray(label), labels))
+            h = (h - h_mean) / h_scale
+            keep = max(1, hidden_width // (1 if labels == 2 else labels))
+            basis = np.eye(h.shape[1])
+            if h.shape[1] > keep:  # principal directions of the fit rows
+                basis = np.linalg.svd(h, full_matrices=False)[2][:keep].T
+            parts.append(_aligned(h @ basis, np.asarray(label), labels))
             penalty.append(np.full(parts[-1].shape[1], float(hidden_l2)))
         z = np.hstack(parts + [np.ones((len(x), 1))])
         w = _newton(z, y, np.concatenate(penalty + [np.array([1e-8])]))
         width = x.shape[1]
         hidden_weights = hidden_bias = None
-        if hidden is not None:  # fold the standardisation into raw-space weights, one row per label
+        if hidden is not None:  # fold the basis and the standardisation into raw-space weights, a row per label
             u = w[width:-1]
             per_label = np.stack([-u, u]) if labels == 2 else u.reshape(labels, -1)
-            raw = per_label / h_scale[None]
+            raw = (per_label @ basis.T) / h_scale[None]
             hidden_weights = tuple(tuple(float(v) for v in row) for row in raw)
             hidden_bias = tuple(float(v) for v in -(raw @ h_mean))
         return cls(tuple(float(v) for v in mean), tuple(float(v) for v in scale),
