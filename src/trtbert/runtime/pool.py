@@ -279,6 +279,11 @@ class EnginePool:
             self._make_room(0, "", pinned_too=True)
             self._peak = self._shared + self._total()
 
+    def loads_of(self, key: str) -> int:
+        """How many times the engine file ``key`` has been loaded."""
+        with self._cond:
+            return self._loads_by_key.get(key, 0)
+
     def is_resident(self, key: str) -> bool:
         """Whether the engine file ``key`` is loaded (or loading)."""
         with self._cond:

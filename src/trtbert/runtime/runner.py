@@ -204,6 +204,7 @@ class Runner:
             tokenize_ms = (time.perf_counter() - t0) * 1e3
             truncated += int(encoded.truncated.sum())
             total += len(items)
+            self.clock.observe("tokenize", int(encoded.attention_mask.sum(axis=1).max()) * len(items), tokenize_ms)
             offset = 0
             for part in self._split(encoded):
                 result = self._run(part, self.rule, t0, collect=False)
@@ -273,10 +274,10 @@ class Runner:
         return parts
 
     def _stage(self, position: int, feeds: dict[str, np.ndarray], timings: dict[str, float],
-               compute: dict[str, float]) -> dict[str, np.ndarray]:
+               compute: dict[str, float], tokens: int) -> dict[str, np.ndarray]:
         stage = self._stages[position]
         start = time.perf_counter()
-        before = self.pool.stats().loads_by_stage.get(stage.name, 0) if isinstance(self.rule, Budget) else 0
+        loads_before = engine_loads(self.pool, self._keys[position])
         engine = self.pool.acquire(position)
         try:
             self.pool.prefetch(position + 1)
@@ -287,22 +288,30 @@ class Runner:
         end = time.perf_counter()
         timings[stage.name] = (end - start) * 1e3
         compute[stage.name] = (end - ready) * 1e3
-        loaded = isinstance(self.rule, Budget) and self.pool.stats().loads_by_stage.get(stage.name, 0) > before
-        self.clock.observe(stage.name, compute[stage.name], engine.load_seconds * 1e3 if loaded else None)
+        loaded = engine_loads(self.pool, self._keys[position]) > loads_before
+        load_ms = engine.load_seconds * 1e3 if loaded else None
+        # the stage's share of a request's latency, its demand load apart (counted when not resident)
+        self.clock.observe(stage.name, tokens, timings[stage.name] - (load_ms or 0.0), load_ms)
         return out
 
-    def _segment(self, after: int, until: int) -> list[str]:
-        """Stage names run after exit layer ``after`` up to and including exit layer ``until``."""
-        names = []
+    def _expected(self, after: int, until: int, tokens: int) -> float:
+        """Expected ms from the end of exit layer ``after`` (0: the start, tokenisation and embeddings
+        included) to the end of exit layer ``until``."""
+        positions = [0] if after == 0 else []
         for d in self._depths:
             if after < d.layer <= until:
-                names += [self._stages[p].name for p in (d.position, d.head) if p is not None]
-        return names
+                positions += [p for p in (d.position, d.head) if p is not None]
+        names = [self._stages[p].name for p in positions]
+        resident = {self._stages[p].name: self.pool.is_resident(self._keys[p]) for p in positions}
+        between = self.clock.compute_ms("(between stages)", tokens) * len(names)
+        start = self.clock.compute_ms("tokenize", tokens) if after == 0 else 0.0
+        return start + self.clock.expected(names, tokens, resident) + between
 
     def _run(self, enc: Encoded, rule: ExitRule, t0: float, collect: bool) -> _Batch:
         """Run one batch: each row's exit layer, its logits (or, with ``collect``, every exit layer's
         logits for all rows), its timings, and the time to each exit layer."""
         rows = len(enc.input_ids)
+        run_start = time.perf_counter()
         timings: dict[str, float] = {}
         compute: dict[str, float] = {}
         state = ExitState.start(rows)
@@ -313,10 +322,10 @@ class Runner:
         exits_ms: list[float] = []
         last_exit = self.exit_layers[-1]
         budget = rule if isinstance(rule, Budget) else None
-        bank = self.clock.bank_ms if budget is not None else 0.0
+        row_tokens = int(enc.attention_mask.sum(axis=1).max()) if rows else 0
 
         def infer(position: int, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return self._stage(position, feeds, timings, compute)
+            return self._stage(position, feeds, timings, compute, row_tokens * len(next(iter(feeds.values()))))
 
         def on_exit(layer: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
             nonlocal state
@@ -325,20 +334,20 @@ class Runner:
             if collect:
                 collected.append(logits)
                 exits_ms.append(elapsed)
-            upcoming = None
-            if nxt is not None and budget is not None:
-                segment = self._segment(layer, nxt)
-                resident = {s: self.pool.is_resident(self._keys[i])
-                            for i, s in enumerate(n.name for n in self._stages) if s in segment}
-                upcoming = elapsed - bank + self.clock.estimate(segment, resident, compute)
-            ctx = LayerContext(layer, nxt, elapsed - bank, upcoming)
+            ctx = LayerContext(layer, nxt, elapsed, None)
+            batch_tokens = row_tokens * len(active)
+            # what the chain itself costs between stages (rules, bookkeeping), per stage run so far
+            ran = [n for n in timings if n != "tokenize"]
+            since = (time.perf_counter() - run_start) * 1e3
+            self.clock.observe("(between stages)", batch_tokens, max(0.0, since - sum(timings.values())) / max(1, len(ran)))
+            if budget is not None:  # expected (warm, typical) latency at this exit and the next one
+                here = self._expected(0, layer, batch_tokens)
+                ctx = LayerContext(layer, nxt, here, None if nxt is None else here + self._expected(layer, nxt, batch_tokens))
             done = rule.step(state, logits, ctx) | (layer >= last_exit)
             for r in np.flatnonzero(done):
                 row = int(active[r])
                 exits[row], final[row] = layer, logits[r].copy()
                 row_timings[row] = {**timings, "total": elapsed}
-                if budget is not None:
-                    self.clock.settle(budget.ms, elapsed)
             if done.all():
                 self.pool.cancel_prefetch()
             elif done.any():
@@ -366,6 +375,11 @@ class Runner:
         if truncated:
             log.warning("%d of %d inputs were longer than %d tokens and were truncated",
                         truncated, total, self.encoder.max_length)
+
+
+def engine_loads(pool: EnginePool, key: str) -> int:
+    """How many times the pool has loaded the engine file ``key``."""
+    return pool.loads_of(key)
 
 
 def _with_end(lines: Iterable[InputLine]) -> Iterator[InputLine | None]:
