@@ -17,14 +17,6 @@ from models import FAMILIES, make_tiny_model  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def glue_dir() -> Path | None:
-    """GLUE data: $TRTBERT_GLUE_DIR, or ../shared/data/glue beside the repository."""
-    for candidate in (os.environ.get("TRTBERT_GLUE_DIR"), REPO.parent / "shared" / "data" / "glue"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny random classifier directory per family."""
