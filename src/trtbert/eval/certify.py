@@ -44,7 +44,7 @@ whose answer equals the final one (``oracle_first_match_avg_layers``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,17 +52,16 @@ import numpy as np
 
 from trtbert.errors import UsageError
 from trtbert.eval import bounds as Bd
-from trtbert.runtime.exits import (REGRESSION, ExitRule, entropy, exit_layers_for, max_probability, parse_rule,
-                                   per_layer_text)
-from trtbert.runtime.learned import LayerModel, LearnedExit
+from trtbert.eval.candidates import (DEFAULT_TOLERANCE, FITTED, CandidatePath, agreement, answers, build_path,
+                                     expected_latency, loss_table, oracle_exits)
+from trtbert.runtime.exits import ExitRule, exit_layers_for, parse_rule
+
+__all__ = ["CertifiedPolicy", "Certificate", "FamilyResult", "certify_policy", "agreement", "answers",
+           "expected_latency", "loss_table", "oracle_exits"]
 
 RISKS = ("disagreement", "accuracy-drop")
 FAMILIES = ("confidence", "entropy", "patience", "per-layer", "learned")
 OBJECTIVES = ("layers", "latency")
-DEFAULT_TOLERANCE = 0.1
-_FITTED = ("per-layer", "learned")  # shapes learned on the fit part
-_GRID = np.linspace(14.0, 0.0, 281)  # safe -> aggressive: thresholds 1 - exp(-x) and the like
-_REGRESSION_EPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # patience EPS grid, in units of the tolerance
 
 
 @dataclass(frozen=True)
@@ -154,172 +153,6 @@ class CertifiedPolicy:
                            for k, v in self.per_family.items()},
         })
         return out
-
-
-# --- losses, costs, oracle ---------------------------------------------------------------------------
-
-
-def answers(logits: np.ndarray) -> np.ndarray:
-    """Each exit layer's answer ``(exit layers, rows)``: label id, or the value for regression."""
-    logits = np.asarray(logits)
-    return logits[..., 0].astype(np.float64) if logits.shape[-1] == 1 else logits.argmax(axis=-1)
-
-
-def agreement(logits: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
-    """``(exit layers, rows)``: does the answer at each exit layer equal the final one (regression:
-    within ``tolerance``)."""
-    a = answers(logits)
-    if np.asarray(logits).shape[-1] == 1:
-        return np.abs(a - a[-1][None]) <= tolerance
-    return a == a[-1][None]
-
-
-def loss_table(logits: np.ndarray, risk: str, labels: np.ndarray | None = None,
-               tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
-    """Per exit layer and row, the loss of stopping there ``(exit layers, rows)``: disagreement in
-    {0, 1}, or the accuracy drop against the full model in {-1, 0, 1}."""
-    if risk == "disagreement":
-        return (~agreement(logits, tolerance)).astype(np.float64)
-    a = answers(logits)
-    right = a == np.asarray(labels)[None]
-    return (~right & right[-1][None]).astype(np.float64) - (right & ~right[-1][None]).astype(np.float64)
-
-
-def oracle_exits(logits: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the exit position (index into the exit layers) from which every later answer equals
-    the final one, and the first position whose answer equals the final one."""
-    agree = agreement(logits, tolerance)
-    stable = np.flip(np.cumprod(np.flip(agree, 0), axis=0), 0).astype(bool)
-    return stable.argmax(axis=0), agree.argmax(axis=0)
-
-
-def expected_latency(exits: np.ndarray, costs_ms: Sequence[float]) -> float:
-    """Mean over rows of the cumulative cost up to each row's exit position."""
-    return float(np.cumsum(np.asarray(costs_ms, dtype=np.float64))[exits].mean())
-
-
-# --- candidate paths ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Path:
-    """A family's candidates, safe -> aggressive; ``exits(logits)`` gives their exit positions
-    ``(candidates, rows)`` on any rows, using only what was fitted on the fit part."""
-
-    family: str
-    texts: list[str]
-    params: dict[str, Any] | None
-    exits: Callable[[np.ndarray, np.ndarray | None], np.ndarray]  # (logits, pooled hidden or None)
-
-
-def _first_stop(stop: np.ndarray) -> np.ndarray:
-    """``stop (candidates, exit layers, rows)`` -> first exit position that stops (the last always does)."""
-    stop = stop.copy()
-    stop[:, -1] = True
-    return stop.argmax(axis=1).astype(np.int16)
-
-
-def _confidence_path(fit: np.ndarray, exit_layers: Sequence[int]) -> _Path:
-    labels = fit.shape[-1]
-    texts = list(dict.fromkeys(f"confidence:{1 - (1 - 1 / labels) * math.exp(-x):.8g}" for x in _GRID))
-    values = np.array([parse_rule(t).threshold for t in texts])  # type: ignore[attr-defined]
-    return _Path("confidence", texts, None,
-                 lambda lg, hid: _first_stop(max_probability(lg)[None] >= values[:, None, None]))
-
-
-def _entropy_path(fit: np.ndarray, exit_layers: Sequence[int]) -> _Path:
-    top = math.log(fit.shape[-1])
-    texts = list(dict.fromkeys(f"entropy:{top * math.exp(-x):.8g}" for x in _GRID))
-    values = np.array([parse_rule(t).threshold for t in texts])  # type: ignore[attr-defined]
-    return _Path("entropy", texts, None, lambda lg, hid: _first_stop(entropy(lg)[None] < values[:, None, None]))
-
-
-def _replayed(texts: list[str], exit_layers: Sequence[int]) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
-    index = {layer: i for i, layer in enumerate(exit_layers)}
-
-    def exits(lg: np.ndarray, hid: np.ndarray | None = None) -> np.ndarray:
-        return np.stack([np.vectorize(index.get)(exit_layers_for(t, lg, exit_layers)) for t in texts]).astype(np.int16)
-
-    return exits
-
-
-def _patience_path(fit: np.ndarray, exit_layers: Sequence[int], losses: np.ndarray | None,
-                   tolerance: float) -> _Path:
-    count = len(exit_layers)
-    if fit.shape[-1] != 1:
-        texts = [f"patience:{k}" for k in range(max(count - 1, 1), 0, -1)]
-        return _Path("patience", texts, None, _replayed(texts, exit_layers))
-    grid = [f"patience:{k},{tolerance * e:.6g}" for k in range(1, max(count, 2)) for e in _REGRESSION_EPS]
-    if losses is None or fit.shape[1] == 0:  # no fit rows: K from safe to aggressive at EPS = tolerance
-        texts = [f"patience:{k},{tolerance:.6g}" for k in range(max(count - 1, 1), 0, -1)]
-        return _Path("patience", texts, None, _replayed(texts, exit_layers))
-    # two parameters: order by risk on the fit part and keep the candidates that lower the layers
-    ex = _replayed(grid, exit_layers)(fit, None)
-    rows = np.arange(fit.shape[1])
-    risk = np.array([losses[e, rows].mean() for e in ex])
-    layers = np.asarray(exit_layers)[ex].mean(axis=1)
-    texts, best = [], math.inf
-    for j in sorted(range(len(grid)), key=lambda j: (risk[j], -layers[j])):
-        if layers[j] < best:
-            texts.append(grid[j])
-            best = layers[j]
-    return _Path("patience", texts, None, _replayed(texts, exit_layers))
-
-
-def _log_odds(p: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.clip(np.log(p) - np.log1p(-p), -40.0, 40.0)
-
-
-def per_layer_thresholds(fit: np.ndarray, lambdas: Sequence[float], l2: float = 1e-2) -> list[tuple[float, ...]]:
-    """Per-layer confidence thresholds for each target error ``lambda``: at exit layer ``i`` the
-    top probability at which a logistic fit (on the fit rows) of "this answer is final" on the
-    log-odds of the top probability reaches ``1 - lambda``; ``inf`` where confidence does not predict it."""
-    agree = agreement(fit)
-    x = _log_odds(max_probability(fit))
-    out: list[list[float]] = [[] for _ in lambdas]
-    for i in range(len(fit) - 1):
-        m = LayerModel.fit(x[i][:, None], agree[i], l2=l2)
-        slope = m.weights[0] / m.scale[0]
-        intercept = m.bias - slope * m.mean[0]
-        for j, lam in enumerate(lambdas):
-            if slope <= 1e-9:
-                out[j].append(math.inf)
-                continue
-            target = (math.log1p(-lam) - math.log(lam) - intercept) / slope
-            out[j].append(float(0.5 * (1.0 + math.tanh(0.5 * target))))
-    return [tuple(t) for t in out]
-
-
-def _per_layer_path(fit: np.ndarray, exit_layers: Sequence[int]) -> _Path:
-    thresholds = per_layer_thresholds(fit, [math.exp(-x) for x in _GRID if x > 0])
-    texts = [per_layer_text(t) for t in thresholds]
-    tables = np.array([parse_rule(t).thresholds for t in texts])  # type: ignore[attr-defined]
-    tables = np.concatenate([tables, np.full((len(texts), 1), np.inf)], axis=1)[:, :len(exit_layers)]
-    return _Path("per-layer", texts, None,
-                 lambda lg, hid: _first_stop(max_probability(lg)[None] >= tables[:, :, None]))
-
-
-def _learned_path(fit: np.ndarray, fit_hidden: np.ndarray | None, exit_layers: Sequence[int],
-                  tolerance: float) -> _Path:
-    model = LearnedExit.fit(fit, tuple(exit_layers), tolerance=tolerance, hidden=fit_hidden)
-    texts = [f"learned:{1 - math.exp(-x):.8g}" for x in _GRID if x > 0]
-    values = np.array([float(t.partition(":")[2]) for t in texts])
-    return _Path("learned", texts, model.to_json(),
-                 lambda lg, hid: _first_stop(model.replay(lg, hid)[None] >= values[:, None, None]))
-
-
-def _build(family: str, fit: np.ndarray, fit_hidden: np.ndarray | None, exit_layers: Sequence[int],
-           losses: np.ndarray | None, tolerance: float) -> _Path:
-    if family == "confidence":
-        return _confidence_path(fit, exit_layers)
-    if family == "entropy":
-        return _entropy_path(fit, exit_layers)
-    if family == "patience":
-        return _patience_path(fit, exit_layers, losses, tolerance)
-    if family == "per-layer":
-        return _per_layer_path(fit, exit_layers)
-    return _learned_path(fit, fit_hidden, exit_layers, tolerance)
 
 
 # --- testing ------------------------------------------------------------------------------------------
@@ -465,7 +298,7 @@ def certify_policy(
     cum_ms = None if costs_ms is None else np.cumsum(np.asarray(costs_ms, dtype=np.float64))
     cost_of = cum_ms if cum_ms is not None and objective == "latency" else positions
 
-    paths = {f: _build(f, rows.fit, rows.fit_hidden, exit_layers, fit_losses, tolerance) for f in families}
+    paths = {f: build_path(f, rows.fit, rows.fit_hidden, exit_layers, fit_losses, tolerance) for f in families}
     chosen = families[0] if len(families) == 1 else _choose(
         families, paths, rows, exit_layers, fit_losses, cost_of, eps, delta, tolerance)
     per_family: dict[str, FamilyResult] = {}
@@ -575,13 +408,13 @@ def _split(logits: np.ndarray, labels: np.ndarray | None, hidden: np.ndarray | N
         fit_order = rng.permutation(fit_logits.shape[1])
         return _Rows(fit_logits[:, fit_order], take(fit_hidden, fit_order), take(fit_labels, fit_order, 0),
                      logits[:, order], take(hidden, order), take(labels, order, 0))
-    needs_fit = len(families) > 1 or any(f in _FITTED for f in families) or (regression and "patience" in families)
+    needs_fit = len(families) > 1 or any(f in FITTED for f in families) or (regression and "patience" in families)
     cut = int(round(fit_fraction * n)) if needs_fit else 0
     a, b = order[:cut], order[cut:]
     return _Rows(logits[:, a], take(hidden, a), take(labels, a, 0), logits[:, b], take(hidden, b), take(labels, b, 0))
 
 
-def _choose(families: Sequence[str], paths: dict[str, _Path], rows: _Rows, exit_layers: Sequence[int],
+def _choose(families: Sequence[str], paths: dict[str, CandidatePath], rows: _Rows, exit_layers: Sequence[int],
             fit_losses: np.ndarray | None, cost_of: np.ndarray, eps: float, delta: float, tolerance: float,
             folds: int = 3) -> str:
     """The family to certify, chosen on the fit rows only: the lowest cost its path reaches while its
@@ -599,11 +432,11 @@ def _choose(families: Sequence[str], paths: dict[str, _Path], rows: _Rows, exit_
     parts = np.array_split(index, folds)
     scores = {}
     for f in families:
-        if f in _FITTED:
+        if f in FITTED:
             exits = np.zeros((len(paths[f].texts), fit.shape[1]), dtype=np.int16)
             for part in parts:
                 rest = np.setdiff1d(index, part)
-                built = _build(f, fit[:, rest], None if fit_hidden is None else fit_hidden[:, rest], exit_layers,
+                built = build_path(f, fit[:, rest], None if fit_hidden is None else fit_hidden[:, rest], exit_layers,
                                None, tolerance)
                 exits[:, part] = built.exits(fit[:, part], None if fit_hidden is None else fit_hidden[:, part])
         else:

@@ -272,7 +272,7 @@ class ConfidencePerLayer(ExitRule):
 
 def per_layer_text(thresholds: Sequence[float]) -> str:
     """The rule text of per-layer confidence thresholds: ``confidence-per-layer:0.97,0.9,off``."""
-    values = ["off" if not math.isfinite(t) or t > 1.0 else f"{t:.8g}" for t in thresholds]
+    values = ["off" if not math.isfinite(t) or t > 1.0 else f"{t:.12g}" for t in thresholds]
     return "confidence-per-layer:" + ",".join(values)
 
 

@@ -349,4 +349,4 @@ def learned_rule(text: str, threshold: float | None, params: Mapping[str, Any] |
                          "default policy")
     model = LearnedExit.from_json(params)
     q = 0.5 if threshold is None else threshold
-    return Learned(f"learned:{q:.8g}", model, q)
+    return Learned(f"learned:{q:.12g}", model, q)
