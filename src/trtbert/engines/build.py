@@ -35,7 +35,8 @@ from trtbert.errors import EngineError
 log = logging.getLogger(__name__)
 
 BUILD_BACKENDS = ("ort", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+QUANTIZED = ("int8", "int4")  # checked against a warning bound, never failed
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -52,8 +53,18 @@ class BuildOptions:
     max_seq_len: int | None = None
     workspace: int = 256 << 20
     trt_cache: bool = False
-    int8_weights: str = "quint8"
+    int8_weights: str = "auto"  # qint8 (s8) where the CPU has VNNI, else quint8 (engines/quantize.py)
     stream: bool = False  # CPU: shared template sessions + per-stage weights files (engines/streamed.py)
+    int8_mode: str = "static"  # static: calibrated activation scales (batch-independent); dynamic: per batch
+    calibration_data: Path | None = None  # texts (one per line, or pairs) to calibrate static int8 on
+    calibration_task: str | None = None  # else the first rows of this GLUE task's train split
+    data_dir: Path | None = None  # GLUE directory for calibration_task
+    calibration_limit: int = 256
+    fuse: bool = True  # CPU: Attention / SkipLayerNormalization / BiasGelu fusions (engines/fuse.py)
+    nbits_block: int = 32  # int4: weights per scale (32: batch-independent answers; 64 and 128 were not)
+    nbits_accuracy: int = 4  # int4: MatMulNBits accuracy level (4: int8 compute)
+    int8_per_channel: bool = True  # int8 weights: one scale per output channel (else one per tensor)
+    nbits_attention: str = "none"  # int4: attention left unfused (none) or MultiHeadAttention (separate)
     overwrite: bool = False
     progress: bool = False
 
@@ -109,7 +120,8 @@ def default_set_name(options: BuildOptions) -> str:
     """``ort-cpu-fp32``, ``ort-cpu-int8``, ``ort-cuda-fp16``, ``trt-fp16`` ..."""
     if options.backend == "tensorrt":
         return f"trt-{options.precision}"
-    return f"ort-{options.provider}-{options.precision}" + ("-stream" if options.stream else "")
+    dynamic = "-dynamic" if options.precision == "int8" and options.int8_mode == "dynamic" else ""
+    return f"ort-{options.provider}-{options.precision}{dynamic}" + ("-stream" if options.stream else "")
 
 
 def make_builder(options: BuildOptions, manifest: B.Manifest, rel_dir: str) -> StageBuilder:
@@ -132,8 +144,18 @@ def make_builder(options: BuildOptions, manifest: B.Manifest, rel_dir: str) -> S
         if options.trt_cache and options.provider != "tensorrt":
             raise EngineError("--trt-cache is for --provider tensorrt (ONNX Runtime's TensorRT engine cache)")
         cache = f"{rel_dir}/{B.TRT_CACHE_DIR}" if options.trt_cache else None
+        calibration = None
+        if options.precision == "int8" and options.int8_mode == "static" and options.provider == "cpu":
+            from trtbert.engines.calibrate import calibration_data
+
+            calibration = calibration_data(options.calibration_data, options.calibration_task, options.data_dir,
+                                           options.calibration_limit)
         builder = OrtBuilder(provider=options.provider, precision=options.precision,
-                             int8_weights=options.int8_weights, trt_cache_dir=cache)
+                             int8_weights=options.int8_weights, trt_cache_dir=cache, int8_mode=options.int8_mode,
+                             fuse=options.fuse, num_heads=manifest.model.num_heads,
+                             hidden_size=manifest.model.hidden_size, bundle=options.bundle, calibration=calibration,
+                             nbits_block=options.nbits_block, nbits_accuracy=options.nbits_accuracy,
+                             per_channel=options.int8_per_channel, nbits_attention=options.nbits_attention)
         if options.stream:
             from trtbert.engines.streamed import StreamedBuilder
 
@@ -194,8 +216,9 @@ def build_engines(options: BuildOptions, on_stage: Callable[[str], None] | None 
     finally:
         builder.close()
 
-    warnings = tuple(f"{c.stage}: int8 max |diff| {c.max_diff:.3g} is above {c.bound:.3g}; check the task "
-                     "metric (trtbert eval) before using this set" for c in checks if not c.ok)
+    warnings = tuple(f"{c.stage}: {options.precision} max |diff| {c.max_diff:.3g} is above {c.bound:.3g}; check "
+                     "the task metric (trtbert eval) before using this set" for c in checks if not c.ok)
+    warnings += tuple(getattr(builder, "warnings", lambda: [])())
     for text in warnings:
         log.warning(text)
     total = sum(e.size for e in entries.values())
@@ -233,7 +256,7 @@ def _build_files(
             rel = f"{rel_dir}/{dst.name}"
             for stage in stages:
                 result = compare(builder.engine(dst, stage), stage, references[stage.name])
-                status = "ok" if result.within(atol, rtol) else "warn" if options.precision == "int8" else "fail"
+                status = "ok" if result.within(atol, rtol) else "warn" if options.precision in QUANTIZED else "fail"
                 checks.append(StageCheck(stage.name, rel, dst.stat().st_size, result.max_diff, result.scale,
                                          atol + rtol * result.scale, status))
                 stage_files[stage.name] = rel
