@@ -1,4 +1,5 @@
-"""Streamed engines: weights split from the graph give the same outputs as the stage's own session."""
+"""Streamed engines: weights split from the graph (safetensors files, mapped without a copy) give the same
+outputs as the stage's own session."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from trtbert import bundle as B
 from trtbert.engines.ort import OrtEngine, OrtOptions
-from trtbert.engines.streamed import StreamedEngine, read_header, split_weights
+from trtbert.engines.streamed import StreamedEngine, read_header, split_weights, template_of
 from trtbert.errors import EngineError
 
 
@@ -39,13 +40,14 @@ def test_streamed_stages_match_their_sessions(family: str, tiny_bundles: dict[st
         template = split_weights(bundle.path(stage.file), tmp_path / weights)
         templates.add(template)
         header, _ = read_header(tmp_path / weights)
-        assert header["template"] == template and header["tensors"]
+        assert template_of(header, tmp_path / weights) == template and len(header) > 1
         feeds = feeds_for(stage, rng)
         with OrtEngine(bundle.path(stage.file), stage.name, stage.inputs, stage.outputs) as reference:
             expected = reference.infer(feeds)
         streamed = StreamedEngine(tmp_path / weights, stage.name, stage.inputs, stage.outputs, OrtOptions())
         with streamed:
-            assert streamed.nbytes >= sum(t["nbytes"] for t in header["tensors"])
+            assert streamed.nbytes >= sum(e["data_offsets"][1] - e["data_offsets"][0]
+                                          for k, e in header.items() if k != "__metadata__")
             got = streamed.infer(feeds)
         assert not streamed.loaded
         for name, value in expected.items():
@@ -69,6 +71,38 @@ def test_weights_file_is_checked(tmp_path: Path) -> None:
         engine.load()
     with pytest.raises(EngineError, match="not loaded"):
         engine.infer({})
+    bad.write_bytes(b"TRTBW001" + bytes(64))  # the hand-made format of earlier builds
+    with pytest.raises(EngineError, match="older trtbert; rebuild"):
+        engine.load()
+
+
+def test_weights_files_are_safetensors_read_without_a_copy(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    bundle = B.load_bundle(tiny_bundles["bert"])
+    stage = bundle.manifest.stage("layer_01")
+    path = tmp_path / "layer_01.weights"
+    split_weights(bundle.path(stage.file), path)
+    expected = load_file(str(path))  # any safetensors reader reads it
+    engine = StreamedEngine(path, stage.name, stage.inputs, stage.outputs, OrtOptions())
+    with engine:
+        assert set(engine._weights) == set(expected)
+        for name, array in engine._weights.items():
+            np.testing.assert_array_equal(array, expected[name])
+            assert not array.flags.owndata and not array.flags.writeable  # a view of the read-only mapping
+    assert engine._mapped is None and engine._weights == {}
+
+
+def test_truncated_weights_file_is_refused_before_mapping(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+    bundle = B.load_bundle(tiny_bundles["bert"])
+    stage = bundle.manifest.stage("layer_01")
+    path = tmp_path / "layer_01.weights"
+    split_weights(bundle.path(stage.file), path)
+    path.write_bytes(path.read_bytes()[:-100])
+    engine = StreamedEngine(path, stage.name, stage.inputs, stage.outputs, OrtOptions())
+    with pytest.raises(EngineError, match=r"tensor w\d+ .* does not fit the file"):
+        engine.load()
+    assert not engine.loaded
 
 
 @pytest.mark.parametrize("family", ["bert", "albert"])
