@@ -1,6 +1,6 @@
 """Build the bert-base-shaped inputs of ``bench_runtime.py`` (random weights, fixed seed).
 
-    python benchmarks/make_bert_base.py [--workdir /work/runs/bench-runtime] [--rebuild]
+    python benchmarks/make_bert_base.py [--workdir runs/bench-runtime] [--rebuild]
 
 Writes into ``--workdir``:
 
@@ -22,7 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
-DEFAULT_WORKDIR = Path("/work/runs/bench-runtime")
+# Under the repository's runs/ (git-ignored), wherever the checkout is.
+DEFAULT_WORKDIR = Path(__file__).resolve().parents[1] / "runs" / "bench-runtime"
 
 
 def make_model(model_dir: Path) -> None:
