@@ -190,6 +190,19 @@ def train(model: str, task: str, data_dir: Path | None, dataset: str, out: Path,
 @click.option("--fp16", "precision", flag_value="fp16",
               help="Half precision (GPU providers; the default of --backend tensorrt, else fp32).")
 @click.option("--int8", "precision", flag_value="int8", help="int8 quantisation (ONNX Runtime CPU).")
+@click.option("--int4", "precision", flag_value="int4",
+              help="int4 weight-only quantisation (ONNX Runtime CPU, MatMulNBits): the smallest sets.")
+@click.option("--int8-mode", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
+              help="static: activation scales calibrated once (answers independent of batchmates); dynamic: "
+                   "per batch at run time (batch-dependent).")
+@click.option("--calibration-data", type=click.Path(path_type=Path), default=None,
+              help="Static int8: texts to calibrate on, one per line (or two tab-separated: pairs).")
+@click.option("--calibration-task", default=None,
+              help="Static int8: calibrate on this GLUE task's train split (default: the shipped SST-2 sample).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="glue_data directory for --calibration-task (default $TRTBERT_GLUE_DIR).")
+@click.option("--calibration-limit", default=256, show_default=True, type=POSITIVE, help="Calibration rows.")
+@click.option("--no-fuse", is_flag=True, help="CPU: keep the exported graphs' ops (no Attention/SkipLayerNorm fusion).")
 @click.option("--name", default=None, help="Engine set name (default: ort-cpu-fp32, ort-cpu-int8, trt-fp16 ...).")
 @click.option("--max-batch", default=8, show_default=True, type=POSITIVE, help="TensorRT profile: largest batch.")
 @click.option("--max-seq-len", default=None, type=POSITIVE, help="TensorRT profile: longest input (default: the model's).")
@@ -198,7 +211,9 @@ def train(model: str, task: str, data_dir: Path | None, dataset: str, out: Path,
 @click.option("--stream", is_flag=True,
               help="CPU: one shared session per layer structure, weights read per stage (fast streaming under a cap).")
 @click.option("--overwrite", is_flag=True, help="Rebuild an existing engine set (the old one stays until the new is recorded).")
-def build(bundle: Path, backend: str, provider: str, precision: str | None, name: str | None, max_batch: int,
+def build(bundle: Path, backend: str, provider: str, precision: str | None, int8_mode: str,
+          calibration_data: Path | None, calibration_task: str | None, data_dir: Path | None,
+          calibration_limit: int, no_fuse: bool, name: str | None, max_batch: int,
           max_seq_len: int | None, workspace: int | None, trt_cache: bool, stream: bool, overwrite: bool) -> None:
     """Build an engine set of BUNDLE, check every stage against its ONNX stage, record it in the manifest."""
     from trtbert.engines.build import BuildOptions, build_engines, format_checks
@@ -207,7 +222,9 @@ def build(bundle: Path, backend: str, provider: str, precision: str | None, name
     options = BuildOptions(bundle=bundle, backend=backend, provider=provider, precision=precision,
                            name=name, max_batch=max_batch, max_seq_len=max_seq_len,
                            workspace=workspace or 256 << 20, trt_cache=trt_cache,
-                           stream=stream, overwrite=overwrite, progress=True)
+                           stream=stream, overwrite=overwrite, progress=True, int8_mode=int8_mode,
+                           calibration_data=calibration_data, calibration_task=calibration_task,
+                           data_dir=data_dir, calibration_limit=calibration_limit, fuse=not no_fuse)
     result = build_engines(options)
     click.echo(format_checks(result.stages))
     for warning in result.warnings:
