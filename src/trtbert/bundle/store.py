@@ -42,8 +42,19 @@ class FileStamp:
 
     @classmethod
     def of(cls, path: Path) -> FileStamp:
+        """The stamp of ``path`` as it is now."""
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def check(self, path: Path) -> None:
+        """Refuse ``path`` if it changed (or vanished) since it was stamped: a rebuild or copy mid-run."""
+        try:
+            now = FileStamp.of(path)
+        except FileNotFoundError:
+            raise BundleError(f"{path} was deleted while in use; restore the bundle and rerun") from None
+        if now != self:
+            raise BundleError(f"{path} changed on disk while in use (it was verified at start); do not "
+                              "modify a bundle while it runs, then rerun")
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class Bundle:
     def verify(self, files: list[str] | None = None, checksums: bool = True) -> None:
         """Check that listed files exist with their size (and sha256); raise :class:`BundleError` if not.
 
-        Each file checked is stamped (size, mtime, inode): :meth:`check_unchanged` compares against it.
+        Each file checked is stamped (size, mtime, inode): :meth:`FileStamp.check` compares against it.
         """
         entries = self.manifest.files
         for rel in files if files is not None else list(entries):
@@ -107,20 +118,6 @@ class Bundle:
             if FileStamp.of(path) != stamp:
                 raise BundleError(f"{path} changed while it was being verified; stop whatever writes it and retry")
             self.stamps[rel] = stamp
-
-    def check_unchanged(self, rel: str) -> None:
-        """Refuse a file that changed on disk since :meth:`verify` (size, mtime or inode differ)."""
-        stamp = self.stamps.get(rel)
-        if stamp is None:
-            return
-        path = self.root / rel
-        try:
-            now = FileStamp.of(path)
-        except FileNotFoundError:
-            raise BundleError(f"{path} was deleted while in use; restore the bundle and rerun") from None
-        if now != stamp:
-            raise BundleError(f"{path} changed on disk while in use (it was verified at start); "
-                              "do not modify a bundle while it runs, then rerun")
 
     def files_of_set(self, set_name: str) -> list[str]:
         """Every file needed to run with one engine set (engines and what they read, word embeddings,

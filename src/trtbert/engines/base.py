@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from trtbert.bundle import FileStamp, TensorSpec
-from trtbert.errors import BundleError, EngineError
+from trtbert.errors import EngineError
 from trtbert.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,8 @@ class Engine(abc.ABC):
         """Refuse files that changed on disk since they were verified (a rebuild or a copy mid-run)."""
         for path in self.files():
             stamp = self.stamps.get(path)
-            if stamp is None:
-                continue
-            try:
-                now = FileStamp.of(path)
-            except FileNotFoundError:
-                raise BundleError(f"{path} was deleted while in use; restore the bundle and rerun") from None
-            if now != stamp:
-                raise BundleError(f"{path} changed on disk while in use (it was verified at start); do not "
-                                  "modify a bundle while it runs, then rerun")
+            if stamp is not None:
+                stamp.check(path)
 
     def load(self) -> None:
         """Make the engine resident; a no-op if it already is."""

@@ -41,13 +41,8 @@ class EmbeddingTable:
         """``ids (B, S) int64 -> (B, S, E) float32``: the table's rows of those token ids."""
         if self._fd is None:
             raise BundleError(f"the word-embedding table {self.path} is closed")
-        try:
-            now = FileStamp.of(self.path) if self._stamp is not None else None
-        except FileNotFoundError:
-            raise BundleError(f"{self.path} was deleted while in use; restore the bundle and rerun") from None
-        if now != self._stamp:
-            raise BundleError(f"{self.path} changed on disk while in use (it was verified at start); do not "
-                              "modify a bundle while it runs, then rerun")
+        if self._stamp is not None:
+            self._stamp.check(self.path)
         unique, inverse = np.unique(ids, return_inverse=True)
         if unique.size and (unique[0] < 0 or unique[-1] >= self.shape[0]):
             raise BundleError(f"token id out of range for {self.path} ({self.shape[0]} rows): the tokenizer "
