@@ -258,7 +258,7 @@ def certify_policy(
     labels: np.ndarray | None = None,
     task: Any = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    fit_fraction: float = 0.3,
+    fit_fraction: float = 0.4,
     hidden: np.ndarray | None = None,
     fit_logits: np.ndarray | None = None,
     fit_hidden: np.ndarray | None = None,
