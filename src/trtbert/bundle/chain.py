@@ -2,8 +2,8 @@
 each exit layer's logits (inline, or from a separate head stage: ALBERT).
 
 Whoever runs stages passes ``infer(position, stage, feeds) -> outputs`` (an ONNX Runtime session, a
-pooled engine, ...). After each exit layer ``on_exit(layer, logits, active)`` may return which of the
-still active rows are done: those rows leave the batch (their hidden states and mask rows are
+pooled engine, ...). After each exit layer ``on_exit(layer, logits, active, hidden, mask)`` (the layer's
+output and mask of the active rows) may return which of the still active rows are done: those rows leave the batch (their hidden states and mask rows are
 dropped, and trailing padding columns no remaining row needs are trimmed), and the chain stops when
 no row is left. Export validation, build checks and the runtime all run this one function.
 """
@@ -28,7 +28,7 @@ from trtbert.bundle.manifest import (
 )
 
 Infer = Callable[[int, Stage, dict[str, np.ndarray]], dict[str, np.ndarray]]
-OnExit = Callable[[int, np.ndarray, np.ndarray], "np.ndarray | None"]
+OnExit = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def run_chain(stages: Sequence[Stage], exit_layers: Sequence[int], infer: Infer,
             logits = infer(step.head, head, _feeds(head, {HIDDEN: hidden, ATTENTION_MASK: mask}))[LOGITS]
         else:
             logits = out[LOGITS]
-        done = None if on_exit is None else on_exit(step.layer, logits, active)
+        done = None if on_exit is None else on_exit(step.layer, logits, active, hidden, mask)
         if done is None or not done.any():
             continue
         if done.all():

@@ -198,7 +198,7 @@ class BundleWriter:
         for feeds in self.samples:
             reference = self._reference(feeds, exit_layers, head_of)
 
-            def compare(layer: int, logits: np.ndarray, active: np.ndarray, reference=reference) -> None:
+            def compare(layer: int, logits: np.ndarray, *_: np.ndarray, reference=reference) -> None:
                 diff = float(np.max(np.abs(logits - reference[layer])))
                 chain[layer] = max(chain.get(layer, 0.0), diff)
 

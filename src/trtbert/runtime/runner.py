@@ -28,7 +28,7 @@ from trtbert.engines.registry import create_engine
 from trtbert.errors import MemoryCapError, UsageError
 from trtbert.memory import memory_limit, tune_allocator as tune_glibc
 from trtbert.runtime.embeddings import EmbeddingTable
-from trtbert.runtime.exits import Budget, ExitRule, ExitState, LayerContext, as_rule, softmax
+from trtbert.runtime.exits import Budget, ExitRule, ExitState, LayerContext, as_rule, mean_pool, softmax
 from trtbert.runtime.pool import EnginePool, PoolStats
 from trtbert.runtime.text import Encoded, InputLine, TextEncoder, TextInput, normalise_inputs
 from trtbert.runtime.timing import StageClock
@@ -71,6 +71,18 @@ class _Batch:
     logits: Any
     timings: list[dict[str, float]]
     exits_ms: list[float]
+    pooled: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FullPass:
+    """A pass with no early exit: logits ``(exits, rows, labels)``, ms from each row's batch start to each
+    exit layer ``(exits, rows)``, and optionally each exit layer's mean-pooled hidden state
+    ``(exits, rows, hidden)`` (what a learned exit reads)."""
+
+    logits: np.ndarray
+    exits_ms: np.ndarray
+    pooled: np.ndarray | None = None
 
 
 def activation_bytes(model: B.ModelInfo, batch: int, seq: int) -> int:
@@ -219,24 +231,33 @@ class Runner:
         """Logits of every exit layer with no early exit: ``(len(exit_layers), rows, labels)``."""
         return self.layer_logits_timed(inputs, batch_size)[0]
 
-    def layer_logits_timed(self, inputs: str | tuple[str, str] | Sequence[TextInput],
-                           batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """Every exit layer's logits ``(exits, rows, labels)`` and the milliseconds from the start of each
-        row's batch (tokenisation included) to each exit layer ``(exits, rows)``: what replaying an exit
-        rule offline needs to estimate its latency."""
+    def full_pass(self, inputs: str | tuple[str, str] | Sequence[TextInput], batch_size: int = 8,
+                  pooled: bool = False) -> FullPass:
+        """Every exit layer's logits, the milliseconds from the start of each row's batch (tokenisation
+        included) to each exit layer, and (``pooled``) each exit layer's mean-pooled hidden state: what
+        replaying and calibrating an exit rule offline needs."""
         items = normalise_inputs(inputs)
         _check_batch(batch_size)
-        parts, times, truncated = [], [], 0
+        parts, times, hidden, truncated = [], [], [], 0
         for start in range(0, len(items), batch_size):
             t0 = time.perf_counter()
             encoded = self.encoder.encode(items[start:start + batch_size])
             truncated += int(encoded.truncated.sum())
             for part in self._split(encoded):
-                batch = self._run(part, ExitRule("none"), t0, collect=True)
+                batch = self._run(part, ExitRule("none"), t0, collect=True, pool_hidden=pooled)
                 parts.append(batch.logits)
                 times.append(np.repeat(np.asarray(batch.exits_ms)[:, None], len(part.input_ids), axis=1))
+                if pooled:
+                    hidden.append(np.stack(batch.pooled))
         self._warn_truncated(truncated, len(items))
-        return np.concatenate(parts, axis=1), np.concatenate(times, axis=1)
+        return FullPass(np.concatenate(parts, axis=1), np.concatenate(times, axis=1),
+                        np.concatenate(hidden, axis=1) if pooled else None)
+
+    def layer_logits_timed(self, inputs: str | tuple[str, str] | Sequence[TextInput],
+                           batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """Every exit layer's logits ``(exits, rows, labels)`` and the ms to each exit layer ``(exits, rows)``."""
+        result = self.full_pass(inputs, batch_size)
+        return result.logits, result.exits_ms
 
     def stats(self) -> PoolStats:
         """The pool's counters: loads, evictions, peak bytes, load seconds, prefetches ..."""
@@ -307,7 +328,7 @@ class Runner:
         start = self.clock.compute_ms("tokenize", tokens) if after == 0 else 0.0
         return start + self.clock.expected(names, tokens, resident) + between
 
-    def _run(self, enc: Encoded, rule: ExitRule, t0: float, collect: bool) -> _Batch:
+    def _run(self, enc: Encoded, rule: ExitRule, t0: float, collect: bool, pool_hidden: bool = False) -> _Batch:
         """Run one batch: each row's exit layer, its logits (or, with ``collect``, every exit layer's
         logits for all rows), its timings, and the time to each exit layer."""
         rows = len(enc.input_ids)
@@ -320,6 +341,7 @@ class Runner:
         row_timings: list[dict[str, float]] = [{} for _ in range(rows)]
         collected: list[np.ndarray] = []
         exits_ms: list[float] = []
+        pooled_all: list[np.ndarray] = []
         last_exit = self.exit_layers[-1]
         budget = rule if isinstance(rule, Budget) else None
         row_tokens = int(enc.attention_mask.sum(axis=1).max()) if rows else 0
@@ -327,14 +349,18 @@ class Runner:
         def infer(position: int, stage: B.Stage, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return self._stage(position, feeds, timings, compute, row_tokens * len(next(iter(feeds.values()))))
 
-        def on_exit(layer: int, logits: np.ndarray, active: np.ndarray) -> np.ndarray:
+        def on_exit(layer: int, logits: np.ndarray, active: np.ndarray, hidden: np.ndarray,
+                    mask: np.ndarray) -> np.ndarray:
             nonlocal state
             nxt = next((x for x in self.exit_layers if x > layer), None)
             elapsed = (time.perf_counter() - t0) * 1e3
             if collect:
                 collected.append(logits)
                 exits_ms.append(elapsed)
-            ctx = LayerContext(layer, nxt, elapsed, None)
+            pooled = mean_pool(hidden, mask) if rule.needs_hidden or pool_hidden else None
+            if pool_hidden:
+                pooled_all.append(pooled)
+            ctx = LayerContext(layer, nxt, elapsed, None, pooled)
             batch_tokens = row_tokens * len(active)
             # what the chain itself costs between stages (rules, bookkeeping), per stage run so far
             ran = [n for n in timings if n != "tokenize"]
@@ -342,7 +368,8 @@ class Runner:
             self.clock.observe("(between stages)", batch_tokens, max(0.0, since - sum(timings.values())) / max(1, len(ran)))
             if budget is not None:  # expected (warm, typical) latency at this exit and the next one
                 here = self._expected(0, layer, batch_tokens)
-                ctx = LayerContext(layer, nxt, here, None if nxt is None else here + self._expected(layer, nxt, batch_tokens))
+                ctx = LayerContext(layer, nxt, here, None if nxt is None else here + self._expected(layer, nxt, batch_tokens),
+                                   pooled)
             done = rule.step(state, logits, ctx) | (layer >= last_exit)
             for r in np.flatnonzero(done):
                 row = int(active[r])
@@ -357,7 +384,7 @@ class Runner:
         embeds = self._table.gather(enc.input_ids)
         tokens = {B.INPUT_IDS: enc.input_ids, B.TOKEN_TYPE_IDS: enc.token_type_ids, B.ATTENTION_MASK: enc.attention_mask}
         run_chain(self._stages, self.exit_layers, infer, tokens, embeds, on_exit)
-        return _Batch(exits, np.stack(collected) if collect else final, row_timings, exits_ms)
+        return _Batch(exits, np.stack(collected) if collect else final, row_timings, exits_ms, pooled_all)
 
     def _prediction(self, item: TextInput, exit_layer: int, logits: np.ndarray,
                     timings: dict[str, float], truncated: bool) -> Prediction:
