@@ -17,7 +17,7 @@ from trtbert.data.metrics import main_score
 from trtbert.data.tasks import get_task
 from trtbert.errors import DataError, UsageError
 from trtbert.eval.evaluate import EvalOptions, evaluate
-from trtbert.eval.sweep import calibrate, parse_sweep, replay
+from trtbert.eval.sweep import best_of_grid, parse_sweep, replay
 
 REPORT_KEYS = {"task", "metric", "score", "full_score", "num_layers", "avg_exit_layer", "layer_speedup",
                "wall_speedup", "latency_ms", "peak_rss_mib", "peak_pool_mib", "exit_histogram", "examples"}
@@ -75,7 +75,7 @@ def test_calibration_never_breaks_its_drop() -> None:
         logits = np.stack([rng.normal(size=(200, 2)) + 1.5 * (k / 6) * np.eye(2)[labels] for k in range(1, 7)])
         exit_layers = (1, 2, 3, 4, 5, 6)
         for max_drop in (0.0, 0.5, 2.0):
-            result = calibrate(task, logits, labels, exit_layers, 6, max_drop)
+            result = best_of_grid(task, logits, labels, exit_layers, 6, max_drop)
             full = main_score(task, logits[-1], labels)
             again = replay(task, logits, labels, exit_layers, result.rule, 6)
             assert again.score >= full - max_drop - 1e-9, (trial, max_drop, result)
@@ -89,9 +89,27 @@ def test_calibrate_writes_the_default_policy(bundle: Path, glue: Path) -> None:
                                   calibration_split="dev-half", progress=False))
     policy = B.load_bundle(bundle).manifest.exit_policy
     assert policy and policy["rule"] == report.calibration.rule == report.exit_rule
-    assert report.examples == 32 and policy["calibration"]["examples"] == 32
+    assert report.examples == 32 and policy["examples"] == 32
+    assert policy["certificate"]["risk"] == "accuracy-drop" and policy["certificate"]["eps"] == 0.01
+    assert policy["certificate"]["delta"] == 0.1 and policy["certificate"]["rows"] <= 32
     again = evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, progress=False))
     assert again.exit_rule == policy["rule"]
+
+
+def test_calibrated_learned_policy_runs_from_the_manifest(bundle: Path, glue: Path) -> None:
+    from trtbert.runtime.runner import Runner
+
+    evaluate(EvalOptions(bundle=bundle, task="sst2", data_dir=glue, calibrate=True, max_disagreement=0.5,
+                         families=("learned",), calibration_split="train", calibration_limit=64, progress=False))
+    policy = B.load_bundle(bundle).manifest.exit_policy
+    assert policy["family"] == "learned" and policy["certificate"]["risk"] == "disagreement"
+    if policy["certified"]:
+        assert policy["rule"].startswith("learned") and "params" in policy
+        with Runner.from_bundle(bundle) as runner:  # the default policy, parameters and all
+            assert runner.rule.text == policy["rule"] and runner.rule.needs_hidden in (True, False)
+            runner.predict(["a fine film", "a dull one"])
+    else:
+        assert policy["rule"] == "none" and policy["rows_needed_zero_errors"] > 0
 
 
 def test_cli_eval_json_and_plot(bundle: Path, glue: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from trtbert import __version__
-from trtbert.cli.params import EXIT_RULE, POSITIVE, SIZE, SIZE_OR_AUTO, Number, threads_option
+from trtbert.cli.params import EXIT_RULE, POSITIVE, SIZE, SIZE_OR_AUTO, AtLeast, Number, threads_option
 from trtbert.errors import TrtbertError
 from trtbert.sizes import format_size
 
@@ -190,8 +190,6 @@ def train(model: str, task: str, data_dir: Path | None, dataset: str, out: Path,
 @click.option("--fp16", "precision", flag_value="fp16",
               help="Half precision (GPU providers; the default of --backend tensorrt, else fp32).")
 @click.option("--int8", "precision", flag_value="int8", help="int8 quantisation (ONNX Runtime CPU).")
-@click.option("--int4", "precision", flag_value="int4",
-              help="int4 weight-only quantisation (ONNX Runtime CPU, MatMulNBits): the smallest sets.")
 @click.option("--int8-mode", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
               help="static: activation scales calibrated once (answers independent of batchmates); dynamic: "
                    "per batch at run time (batch-dependent).")
@@ -300,6 +298,12 @@ def run(bundle: Path, texts: tuple[str, ...], file: str | None, engines: str, me
               help="The certificate holds with probability at least 1 - delta.")
 @click.option("--objective", type=click.Choice(["auto", "layers", "latency"]), default="auto", show_default=True,
               help="What calibration minimises (auto: latency under a memory cap, else layers).")
+@click.option("--exit-families", default="confidence,entropy,patience,per-layer,learned", show_default=True,
+              help="Rule families calibration may certify.")
+@click.option("--fit-limit", default=0, show_default=True, type=AtLeast(0),
+              help="Rows just before the calibration rows that shape per-layer and learned candidates (kept out "
+                   "of the certificate; 0: a share of the calibration rows does).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Calibration's row split.")
 @click.option("--calibration-split", default="train", show_default=True,
               help="Split to calibrate on (its last --calibration-limit rows), or dev-half.")
 @click.option("--calibration-limit", default=2000, show_default=True, type=POSITIVE, help="Rows of the calibration split.")
@@ -308,7 +312,8 @@ def eval_(bundle: Path, task: str, data_dir: Path | None, dataset: str, split: s
           exit_rule: str | None, memory_cap: int | str | None, batch_size: int, limit: int | None, threads: int,
           sweeps: tuple[str, ...], plot_path: Path | None, json_path: Path | None, calibrate: bool,
           max_disagreement: float | None, max_drop: float | None, delta: float, objective: str,
-          calibration_split: str, calibration_limit: int, quiet: bool) -> None:
+          exit_families: str, fit_limit: int, seed: int, calibration_split: str, calibration_limit: int,
+          quiet: bool) -> None:
     """Evaluate BUNDLE on a GLUE task: metric, latency, peak memory and exits, against the full model."""
     from trtbert.eval.evaluate import EvalOptions, evaluate
     from trtbert.eval.report import check_output, format_report, plot, write_json
@@ -320,6 +325,7 @@ def eval_(bundle: Path, task: str, data_dir: Path | None, dataset: str, split: s
         exit=None if exit_rule == "default" else exit_rule, memory_cap=memory_cap, batch_size=batch_size,
         limit=limit, threads=threads, sweeps=sweeps, calibrate=calibrate, max_disagreement=max_disagreement,
         max_drop=max_drop, delta=delta, objective=objective, calibration_split=calibration_split,
+        families=tuple(f.strip() for f in exit_families.split(",") if f.strip()), fit_limit=fit_limit, seed=seed,
         calibration_limit=calibration_limit, progress=not quiet, tune_allocator=True,
     )
     report = evaluate(options)

@@ -55,6 +55,11 @@ class ExitRuleType(click.ParamType):
         text = str(value).strip()
         if text.lower() == "default":
             return "default"
+        if text.lower().startswith("learned"):  # its parameters come from the bundle's calibrated policy
+            head, _, q = text.partition(":")
+            if head.lower() != "learned" or (q and Number(0, 1).convert(q, param, ctx) is None):
+                raise _bad(param, f"cannot read exit rule {text!r}: write it as learned or learned:Q")
+            return text
         parse_rule(text)  # a UsageError names the rule and how to write it
         return text
 

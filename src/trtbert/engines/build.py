@@ -288,6 +288,7 @@ def _commit(root: Path, engine_set: B.EngineSet, entries: dict[str, B.FileEntry]
         manifest = B.read_manifest(root)
         target = root / str(engine_set.directory)
         os.makedirs(target.parent, mode=B.files.dir_mode(), exist_ok=True)
+        B.files.apply_umask(built)  # libraries write 0600 files (safetensors, mkstemp): the umask decides
         os.replace(built, target)
         faults.point("build:after-move")
         old = manifest.engine_sets.get(engine_set.name)

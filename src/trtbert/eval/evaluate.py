@@ -28,8 +28,8 @@ from trtbert.errors import DataError, UsageError
 from trtbert.eval.calibration import CalibrationReport, calibrate_bundle, check_targets
 from trtbert.eval.sweep import SweepPoint, parse_sweep, replay
 from trtbert.memory import peak_rss
-from trtbert.runtime.exits import as_rule, exit_layers_for
-from trtbert.runtime.runner import Runner
+from trtbert.runtime.exits import Budget, as_rule, exit_layers_for
+from trtbert.runtime.runner import FullPass, Runner
 from trtbert.runtime.text import normalise_inputs
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,11 @@ class EvalOptions:
     max_drop: float | None = None
     delta: float = 0.1
     objective: str = "auto"
+    families: tuple[str, ...] = ()  # rule families calibration may certify (empty: all)
+    seed: int = 0
     calibration_split: str = "train"
     calibration_limit: int = 2000
+    fit_limit: int = 0  # rows before the calibration rows that shape candidates (kept out of the bound)
     progress: bool = True
     tune_allocator: bool = False  # the CLI turns it on (a process-wide setting; see trtbert.memory)
 
@@ -68,6 +71,13 @@ class EvalOptions:
         for name in ("batch_size", "calibration_limit"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)!r}")
+        if not isinstance(self.fit_limit, int) or self.fit_limit < 0:
+            raise UsageError(f"--fit-limit must be 0 or more rows, got {self.fit_limit!r}")
+        from trtbert.eval.certify import FAMILIES
+
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown:
+            raise UsageError(f"unknown exit families {unknown}; choose from {', '.join(FAMILIES)}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be at least 1, got {self.limit}")
         if not isinstance(self.threads, int) or self.threads < 0:
@@ -184,45 +194,49 @@ class Passes:
     predictions: tuple[Any, ...]
     full_ms: tuple[float, ...]
     exit_ms: tuple[float, ...]
+    pooled: np.ndarray | None = None  # (exits, rows, hidden), for rules that read the hidden state
 
 
 def run_passes(runner: Runner, rule: str, items: list[Any], batch_size: int, progress: bool = False,
                desc: str = "eval") -> Passes:
     """The full model and ``rule`` on every batch, interleaved (ABBA order), after a warm-up."""
-    runner.rule = as_rule(rule, runner.bundle.manifest.model.problem_type)
+    runner.rule = runner.resolve_rule(rule)
+    pooled = runner.rule.needs_hidden
     for s in range(0, min(len(items), WARMUP_BATCHES * batch_size), batch_size):  # untimed warm-up
         runner.layer_logits(items[s:s + batch_size], batch_size=batch_size)
         runner.predict(items[s:s + batch_size], batch_size=batch_size)
-    logits, times, predictions, full_ms, exit_ms = [], [], [], [], []
+    logits, times, hidden, predictions, full_ms, exit_ms = [], [], [], [], [], []
     with _bar(len(items), desc, progress) as bar:
         for n, s in enumerate(range(0, len(items), batch_size)):
             chunk = items[s:s + batch_size]
             for first in ((True, False) if n % 2 == 0 else (False, True)):
                 t0 = time.perf_counter()
                 if first:
-                    got, cum = runner.layer_logits_timed(chunk, batch_size=batch_size)
-                    logits.append(got)
-                    times.append(cum)
+                    got = runner.full_pass(chunk, batch_size=batch_size, pooled=pooled)
+                    logits.append(got.logits)
+                    times.append(got.exits_ms)
+                    if pooled:
+                        hidden.append(got.pooled)
                     full_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
                 else:
                     predictions += runner.predict(chunk, batch_size=batch_size)
                     exit_ms += [(time.perf_counter() - t0) * 1e3 / len(chunk)] * len(chunk)
             bar.update(len(chunk))
     return Passes(np.concatenate(logits, axis=1), np.concatenate(times, axis=1), tuple(predictions),
-                  tuple(full_ms), tuple(exit_ms))
+                  tuple(full_ms), tuple(exit_ms), np.concatenate(hidden, axis=1) if pooled else None)
 
 
-def full_logits(runner: Runner, items: list[Any], batch_size: int, progress: bool = False,
-                desc: str = "full model") -> tuple[np.ndarray, np.ndarray]:
-    """Every exit layer's logits and times, with no early exit (one pass)."""
-    logits, times = [], []
+def full_pass(runner: Runner, items: list[Any], batch_size: int, progress: bool = False,
+              desc: str = "full model") -> FullPass:
+    """Every exit layer's logits, times and pooled hidden states, with no early exit (one pass)."""
+    parts = []
     with _bar(len(items), desc, progress) as bar:
         for s in range(0, len(items), batch_size):
-            got, cum = runner.layer_logits_timed(items[s:s + batch_size], batch_size=batch_size)
-            logits.append(got)
-            times.append(cum)
+            parts.append(runner.full_pass(items[s:s + batch_size], batch_size=batch_size, pooled=True))
             bar.update(len(items[s:s + batch_size]))
-    return np.concatenate(logits, axis=1), np.concatenate(times, axis=1)
+    return FullPass(np.concatenate([p.logits for p in parts], axis=1),
+                    np.concatenate([p.exits_ms for p in parts], axis=1),
+                    np.concatenate([p.pooled for p in parts], axis=1))
 
 
 def oracle_layers(logits: np.ndarray, exit_layers: Sequence[int], regression: bool, tol: float = 0.0) -> np.ndarray:
@@ -261,6 +275,7 @@ def evaluate(options: EvalOptions) -> TaskReport:
     data_dir = resolve_data_dir(task, options.data_dir)
     examples = _load(task, options.split, data_dir, options.limit, options.dataset)
     calibration_examples: list[Example] | None = None
+    fit_examples: list[Example] = []
     if options.calibrate:
         if options.calibration_split == DEV_HALF:
             half = len(examples) // 2
@@ -268,15 +283,22 @@ def evaluate(options: EvalOptions) -> TaskReport:
         else:
             rows = _load(task, options.calibration_split, data_dir, None, options.dataset)
             calibration_examples = rows[-options.calibration_limit:]
+            if options.fit_limit:
+                fit_examples = rows[-(options.calibration_limit + options.fit_limit):-options.calibration_limit]
     with Runner.from_bundle(options.bundle, engines=options.engines, memory_cap=options.memory_cap,
                             exit="none", threads=options.threads, tune_allocator=options.tune_allocator) as runner:
         calibration = None
         if calibration_examples is not None:
-            logits, times = full_logits(runner, items_of(calibration_examples), options.batch_size, options.progress,
-                                        "calibration rows")
-            calibration = calibrate_bundle(runner, task, logits, times, labels_of(calibration_examples), options)
+            cal = full_pass(runner, items_of(calibration_examples), options.batch_size, options.progress,
+                            "calibration rows")
+            fit = full_pass(runner, items_of(fit_examples), options.batch_size, options.progress,
+                            "fit rows") if fit_examples else None
+            calibration = calibrate_bundle(runner, task, cal, labels_of(calibration_examples), options, fit,
+                                           labels_of(fit_examples) if fit_examples else None)
+            runner.reload_policy()
         policy = B.load_bundle(options.bundle, verify="none").manifest.exit_policy or {}
         rule = options.exit or (calibration.rule if calibration else None) or policy.get("rule") or "none"
+        rule = runner.resolve_rule(rule).text
         report = _report(runner, task, examples, rule, sweeps, options)
         if task.name == "mnli" and options.split == "dev":
             mismatched = _load(get_task("mnli-mm"), "dev", data_dir, options.limit, options.dataset)
@@ -299,8 +321,8 @@ def _report(runner: Runner, task: Task, examples: list[Example], rule: str, swee
     full_score = main_score(task, logits[-1], labels)
     chosen = np.asarray([p.exit_layer for p in passes.predictions])
     outputs = np.asarray([p.logits for p in passes.predictions])
-    if not rule.startswith("budget"):
-        offline = exit_layers_for(rule, logits, exit_layers) if not rule.startswith("learned") else chosen
+    if not isinstance(runner.rule, Budget):
+        offline = exit_layers_for(runner.rule, logits, exit_layers, hidden=passes.pooled)
         if not np.array_equal(offline, chosen):
             log.warning("online exits (avg %.3f) differ from the offline replay (avg %.3f)", chosen.mean(),
                         np.mean(offline))

@@ -54,16 +54,20 @@ def format_report(report: Any) -> str:
 
 
 def _calibration_line(c: dict[str, Any]) -> str:
-    head = f"calibrated on {c['examples']} {c['task']} {c['split']} rows ({c['objective']} objective): {c['rule']}"
-    cert = c.get("certificate")
-    if cert:
-        promise = (f"certified: {cert['risk']} <= {cert['eps']:g} with probability >= {1 - cert['delta']:g} "
-                   f"(upper bound {cert['upper_bound']:.4f} from {cert['rows']} rows)")
-    elif "max_drop" in c:
-        promise = f"{c['score']:.2f} vs full {c['full_score']:.2f}, max drop {c['max_drop']:g} on these rows"
+    cert = c["certificate"]
+    rows = f"{cert['rows']} {c['task']} {c['split']} rows" + (f" ({cert['fit_rows']} more shaped the candidates)"
+                                                            if cert.get("fit_rows") else "")
+    if c["certified"]:
+        text = (f"certified {c['rule'].split(':')[0]} ({c['family']}, {c['objective']} objective): {cert['risk']} <= "
+                f"{cert['eps']:g} on unseen rows with probability >= {1 - cert['delta']:g}, from {rows} "
+                f"(observed {cert['empirical_risk']:.4f}); {c['layer_speedup']:.2f}x fewer layers there, oracle "
+                f"{c['oracle_avg_layers']:.2f} layers")
     else:
-        promise = "nothing certified: the full model is kept"
-    return f"{head}; {promise}; written to the bundle as its default exit policy"
+        needed = c.get("rows_needed") or c.get("rows_needed_zero_errors")
+        text = (f"nothing certified at {cert['risk']} <= {cert['eps']:g} from {rows}: the full model is kept "
+                f"(at least {needed} calibration rows would be needed)")
+    note = f" [{cert['note']}]" if cert.get("note") else ""
+    return f"{text}{note}; written to the bundle as its default exit policy"
 
 
 def _summary(r: Any, prefix: str = "") -> str:

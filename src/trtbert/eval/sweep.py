@@ -89,10 +89,12 @@ class Calibration:
     best_per_rule: dict[str, SweepPoint]
 
 
-def calibrate(task: Task, logits: np.ndarray, labels: np.ndarray, exit_layers: Sequence[int], num_layers: int,
+def best_of_grid(task: Task, logits: np.ndarray, labels: np.ndarray, exit_layers: Sequence[int], num_layers: int,
               max_drop: float, rules: Sequence[str] = CALIBRATED_RULES) -> Calibration:
-    """Pick the rule and threshold with the fewest average layers whose metric stays within
-    ``max_drop`` points of the full model on these examples (ties: the higher metric)."""
+    """The uncertified baseline: the rule and threshold with the fewest average layers whose metric
+    stays within ``max_drop`` points of the full model on these very rows (ties: the higher metric). Picking
+    the best of many thresholds overfits the rows it sees (promised 0.5 points, lost 3 on unseen rows);
+    ``eval --calibrate`` certifies instead (:mod:`trtbert.eval.certify`). Kept to measure against."""
     if max_drop < 0:
         raise UsageError(f"--max-drop must be at least 0 points, got {max_drop}")
     full = main_score(task, logits[-1], labels)

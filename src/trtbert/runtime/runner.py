@@ -28,7 +28,16 @@ from trtbert.engines.registry import create_engine
 from trtbert.errors import MemoryCapError, UsageError
 from trtbert.memory import memory_limit, tune_allocator as tune_glibc
 from trtbert.runtime.embeddings import EmbeddingTable
-from trtbert.runtime.exits import Budget, ExitRule, ExitState, LayerContext, as_rule, mean_pool, softmax
+from trtbert.runtime.exits import (
+    Budget,
+    ExitRule,
+    ExitState,
+    LayerContext,
+    as_rule,
+    mean_pool,
+    rule_from_policy,
+    softmax,
+)
 from trtbert.runtime.pool import EnginePool, PoolStats
 from trtbert.runtime.text import Encoded, InputLine, TextEncoder, TextInput, normalise_inputs
 from trtbert.runtime.timing import StageClock
@@ -161,7 +170,7 @@ class Runner:
         engine_set = bundle.engine_set(engines)
         bundle.verify(files=bundle.files_of_set(engines))
         manifest = bundle.manifest
-        rule = _policy_rule(manifest, exit, engine_set)
+        rule = _policy_rule(manifest, exit, engine_set, memory_cap)
         shared = Shared()
         engines_by_key: dict[str, Any] = {}
         order, sizes, loading = [], {}, {}
@@ -258,6 +267,19 @@ class Runner:
         """Every exit layer's logits ``(exits, rows, labels)`` and the ms to each exit layer ``(exits, rows)``."""
         result = self.full_pass(inputs, batch_size)
         return result.logits, result.exits_ms
+
+    def reload_policy(self) -> None:
+        """Take the bundle's exit policy as the manifest on disk holds it now (after a calibration)."""
+        import dataclasses
+
+        policy = B.read_manifest(self.bundle.root).exit_policy
+        manifest = dataclasses.replace(self.bundle.manifest, exit_policy=policy)
+        self.bundle = B.Bundle(self.bundle.root, manifest, self.bundle.stamps)
+
+    def resolve_rule(self, rule: str | ExitRule | None) -> ExitRule:
+        """An exit rule for this bundle: ``default``/None is its calibrated policy, a learned rule gets the
+        policy's parameters."""
+        return _policy_rule(self.bundle.manifest, rule, self.engine_set, self.pool.memory_cap)
 
     def stats(self) -> PoolStats:
         """The pool's counters: loads, evictions, peak bytes, load seconds, prefetches ..."""
@@ -419,15 +441,22 @@ def _check_batch(batch_size: int) -> None:
         raise UsageError(f"batch size must be at least 1, got {batch_size!r}")
 
 
-def _policy_rule(manifest: B.Manifest, exit: str | ExitRule | None, engine_set: B.EngineSet) -> ExitRule:
-    """The exit rule to run: the one given, or the bundle's calibrated policy (``default``)."""
+def _policy_rule(manifest: B.Manifest, exit: str | ExitRule | None, engine_set: B.EngineSet,
+                 cap: int | str | None = None) -> ExitRule:
+    """The exit rule to run: the one given (a learned rule takes the policy's parameters), or the bundle's
+    calibrated policy (``default``), with a warning when the policy was calibrated for latency with
+    another engine set or cap."""
+    policy = manifest.exit_policy or {}
     if exit is None or exit == "default":
-        policy = manifest.exit_policy or {}
-        exit = policy.get("rule") or "none"
-        made_for = (policy.get("calibration") or {}).get("engines")
-        if made_for and made_for != engine_set.name and policy.get("calibration", {}).get("objective") == "latency":
-            log.warning("the bundle's exit policy was calibrated for latency with engine set %s, not %s: its "
-                        "speed-up may differ here", made_for, engine_set.name)
+        if policy.get("objective") == "latency" and (
+                policy.get("engines") not in (None, engine_set.name) or
+                (isinstance(cap, int) and policy.get("memory_cap") not in (None, cap))):
+            log.warning("the bundle's exit policy was calibrated for latency with engine set %s under cap %s; "
+                        "here it runs with %s under %s, so its speed-up may differ (recalibrate with trtbert eval "
+                        "--calibrate)", policy.get("engines"), policy.get("memory_cap"), engine_set.name, cap)
+        return rule_from_policy(policy, manifest.model.problem_type)
+    if isinstance(exit, str) and exit.strip().lower().startswith("learned"):
+        return as_rule(exit, manifest.model.problem_type, policy.get("params"))
     return as_rule(exit, manifest.model.problem_type)
 
 
