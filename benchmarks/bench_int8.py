@@ -1,6 +1,6 @@
 """int8 trtbert against transformers fp32 on the bert-base shape (random weights): latency and peak RSS.
 
-    python benchmarks/bench_int8.py [--workdir /work/runs/bench-int8] [--memory-cap 24MiB] [--sentences 200]
+    python benchmarks/bench_int8.py [--workdir runs/bench-int8] [--memory-cap 24MiB] [--sentences 200]
 
 Creates ``BertConfig()`` + ``BertForSequenceClassification`` with random weights (no 12-layer BERT is on
 PyPI; the cost is the same) with the bert-base-uncased vocabulary of all-MiniLM-L6-v2
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from inputs import cola_sentences, long_texts
 
-from trtbert.engines.base import peak_rss
+from trtbert.memory import peak_rss
 
 
 def prepare(workdir: Path, rebuild: bool) -> tuple[Path, Path]:
@@ -112,7 +112,7 @@ def child(system: str, model_dir: Path, bundle: Path, memory_cap: str, threads: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/work/runs/bench-int8"))
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parents[1] / "runs" / "bench-int8")
     parser.add_argument("--memory-cap", default="24MiB")
     parser.add_argument("--fp32-memory-cap", default="64MiB")
     parser.add_argument("--threads", type=int, default=2)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from inputs import cola_sentences, long_texts
 
-from trtbert.engines.base import current_rss, peak_rss
+from trtbert.memory import current_rss, peak_rss
 
-WORKDIR = Path("/work/runs/bench-runtime")
+WORKDIR = Path(__file__).resolve().parents[1] / "runs" / "bench-runtime"  # under the repository
 MIB = 1024**2
 
 

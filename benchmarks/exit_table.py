@@ -5,7 +5,7 @@ points on a split kept apart from the reported one), then evaluates the full mod
 its own process (clean peak RSS), and prints a markdown table: metric, layer speed-up, wall speed-up,
 latency and peak RSS.
 
-    python benchmarks/exit_table.py /work/runs/minilm-sst2-bundle --task sst2 \
+    python benchmarks/exit_table.py runs/minilm-sst2-bundle --task sst2 \
         --data-dir ../shared/data/glue --max-drop 0.5 --calibration-split train
 """
 
