@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import mmap
 import os
 import struct
@@ -127,7 +128,7 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
             begin, end = (int(v) for v in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise EngineError(f"{path}: tensor {name} has a damaged entry {entry!r}; rebuild the engine set") from None
-        if min(shape, default=0) < 0 or end - begin != dtype.itemsize * int(np.prod(shape)) or begin < 0 \
+        if min(shape, default=0) < 0 or end - begin != dtype.itemsize * math.prod(shape) or begin < 0 \
                 or start + end > size:
             raise EngineError(f"{path}: tensor {name} ({entry['dtype']} {shape}, bytes {begin}..{end}) does not fit "
                               f"the file ({size - start} data bytes); the file is truncated or damaged: rebuild the set")
