@@ -26,6 +26,7 @@ from trtbert.data.metrics import main_score
 from trtbert.data.tasks import Task, get_task
 from trtbert.errors import DataError, UsageError
 from trtbert.eval.calibration import CalibrationReport, calibrate_bundle, check_targets
+from trtbert.eval.candidates import DEFAULT_TOLERANCE, oracle_exits
 from trtbert.eval.sweep import SweepPoint, parse_sweep, replay
 from trtbert.memory import peak_rss
 from trtbert.runtime.exits import Budget, as_rule, exit_layers_for
@@ -239,20 +240,6 @@ def full_pass(runner: Runner, items: list[Any], batch_size: int, progress: bool 
                     np.concatenate([p.pooled for p in parts], axis=1))
 
 
-def oracle_layers(logits: np.ndarray, exit_layers: Sequence[int], regression: bool, tol: float = 0.0) -> np.ndarray:
-    """Per row, the first exit layer from which every later exit's answer equals the final one (the
-    least any exit rule could run without changing an answer)."""
-    final = logits[-1]
-    if regression:
-        same = np.abs(logits[..., 0] - final[None, :, 0]) <= tol
-    else:
-        same = logits.argmax(-1) == final.argmax(-1)[None]
-    # from layer i on, all agree: a suffix AND over exits
-    suffix = np.flip(np.logical_and.accumulate(np.flip(same, axis=0), axis=0), axis=0)
-    first = suffix.argmax(axis=0)
-    return np.asarray(exit_layers)[first]
-
-
 def _load(task: Task, split: str, data_dir: Path | None, limit: int | None, dataset: str) -> list[Example]:
     examples = load_split(task, split, data_dir, limit=limit, dataset=dataset)
     if not examples:
@@ -335,12 +322,12 @@ def _report(runner: Runner, task: Task, examples: list[Example], rule: str, swee
         at = exit_layers_for(sweep_rule, logits, exit_layers)
         wall = float(np.mean(passes.exits_ms[[index[int(c)] for c in at], np.arange(len(at))]))
         points.append(dataclasses.replace(point, wall_ms=wall))
-    regression = task.is_regression
     final = logits[-1]
-    if regression:
-        differ = np.abs(outputs[:, 0] - final[:, 0]) > 0
+    if task.is_regression:  # "the same answer" within the tolerance calibration certifies with
+        differ = np.abs(outputs[:, 0] - final[:, 0]) > DEFAULT_TOLERANCE
     else:
         differ = outputs.argmax(-1) != final.argmax(-1)
+    oracle = np.asarray(exit_layers)[oracle_exits(logits)[0]]
     stats = runner.stats()
     return TaskReport(
         task=task.name, split=options.split, metric=task.metric, exit_rule=rule, engines=options.engines,
@@ -351,7 +338,7 @@ def _report(runner: Runner, task: Task, examples: list[Example], rule: str, swee
         latency_ms=latency, full_latency_ms=full_latency, peak_rss_mib=peak_rss() / 2**20,
         peak_pool_mib=stats.peak_bytes / 2**20, exit_histogram={int(v): int(c) for v, c in zip(values, counts)},
         examples=len(examples), disagreement=float(differ.mean()),
-        oracle_layers=float(oracle_layers(logits, exit_layers, regression).mean()), sweep=tuple(points),
+        oracle_layers=float(oracle.mean()), sweep=tuple(points),
     )
 
 
