@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def test_build_int8_then_inspect(bert_bundle: Path) -> None:
     assert "max|diff|" in result.output and "layer_02" in result.output
     assert "built ort-cpu-int8 (ort int8)" in result.output
     shown = runner.invoke(main, ["inspect", str(bert_bundle)])
-    assert shown.exit_code == 0 and "ort-cpu-int8" in shown.output and "int8_weights=quint8" in shown.output
+    assert shown.exit_code == 0 and "ort-cpu-int8" in shown.output
+    assert re.search(r"int8_weights=q u?int8".replace(" ", ""), shown.output)  # s8 on VNNI CPUs, u8 elsewhere
     again = runner.invoke(main, ["build", str(bert_bundle), "--int8"])
     one_line_error(again, "engine set 'ort-cpu-int8' already exists")
     named = runner.invoke(main, ["build", str(bert_bundle), "--name", "cpu-opt"])
