@@ -253,3 +253,32 @@ def test_regression_drops_probability_families_and_says_so() -> None:
     assert any("class probabilities" in note for note in result.notes)
     with pytest.raises(UsageError, match="patience or learned"):
         Ce.certify_policy(synth_regression(100, 1), LAYERS, 6, eps=0.05, families=("confidence",))
+
+
+def test_learned_cost_prices_computation_and_replays_exactly() -> None:
+    """The cost-aware learned family asks for less certainty where stopping saves more (before an
+    expensive, streamed part), and the rule it certifies replays to the same exits online and offline."""
+    from trtbert.runtime.exits import exit_layers_for, parse_rule
+
+    rng = np.random.default_rng(3)
+    layers = 6
+    rows = 3000
+    truth = rng.integers(0, 2, rows)
+    strength = np.linspace(0.3, 2.5, layers)
+    logits = np.stack([rng.normal(size=(rows, 2)) + s * np.eye(2)[truth] * 2 for s in strength])
+    cheap_then_streamed = [1.0, 1.0, 8.0, 8.0, 8.0, 8.0]  # the first two layers pinned, the rest streamed
+    from trtbert.eval.certify import certify_policy
+
+    by_latency = certify_policy(logits, tuple(range(1, layers + 1)), layers, eps=0.05, delta=0.1,
+                                families=("learned", "learned-cost"), objective="latency",
+                                costs_ms=cheap_then_streamed, seed=0)
+    by_layers = certify_policy(logits, tuple(range(1, layers + 1)), layers, eps=0.05, delta=0.1,
+                               families=("learned",), objective="layers", costs_ms=cheap_then_streamed, seed=0)
+    assert by_latency.certified and by_layers.certified
+    assert by_latency.expected_latency_ms <= by_layers.expected_latency_ms + 1e-9
+    if by_latency.family == "learned-cost":
+        rule = parse_rule(by_latency.rule, params=by_latency.params)
+        q = [rule.threshold_at(layer) for layer in range(1, layers)]
+        assert q[1] <= q[2]  # stopping before the streamed part is cheaper in certainty
+        exits = exit_layers_for(rule, logits, tuple(range(1, layers + 1)))
+        assert exits.min() >= 1 and exits.max() <= layers

@@ -213,7 +213,8 @@ def test_confidence_per_layer_matches_direct_computation() -> None:
     ("learned", "needs the learned model's parameters"),
     ("learned:0.9", "needs the learned model's parameters"),
     ("learned:2", "between 0 and 1"),
-    ("learned:0.9,0.8", "learned or learned:Q"),
+    ("learned:0.9,0.8", "needs the learned model's parameters"),  # one threshold per exit layer: learned-cost
+    ("learned:0.9,", "learned:Q1,Q2"),
 ])
 def test_malformed_new_rules(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):

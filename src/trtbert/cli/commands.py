@@ -298,7 +298,7 @@ def run(bundle: Path, texts: tuple[str, ...], file: str | None, engines: str, me
               help="The certificate holds with probability at least 1 - delta.")
 @click.option("--objective", type=click.Choice(["auto", "layers", "latency"]), default="auto", show_default=True,
               help="What calibration minimises (auto: latency under a memory cap, else layers).")
-@click.option("--exit-families", default="confidence,entropy,patience,per-layer,learned", show_default=True,
+@click.option("--exit-families", default="confidence,entropy,patience,per-layer,learned,learned-cost", show_default=True,
               help="Rule families calibration may certify.")
 @click.option("--fit-limit", default=0, show_default=True, type=AtLeast(0),
               help="Rows just before the calibration rows that shape per-layer and learned candidates (kept out "

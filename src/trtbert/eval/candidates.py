@@ -18,7 +18,7 @@ from trtbert.runtime.exits import entropy, exit_layers_for, max_probability, par
 from trtbert.runtime.learned import LayerModel, LearnedExit
 
 DEFAULT_TOLERANCE = 0.1
-FITTED = ("per-layer", "learned")  # families whose shape is learned on fit rows
+FITTED = ("per-layer", "learned", "learned-cost")  # families whose shape is learned on fit rows
 GRID = np.linspace(36.0, 0.0, 721)  # safe -> aggressive: thresholds 1 - exp(-x) and the like (float64 ends near 37)
 REGRESSION_EPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # patience EPS grid, in units of the tolerance
 
@@ -176,8 +176,32 @@ def _learned_path(fit: np.ndarray, fit_hidden: np.ndarray | None, exit_layers: S
                  lambda lg, hid: _first_stop(model.replay(lg, hid)[None] >= values[:, None, None]))
 
 
+def _learned_cost_path(fit: np.ndarray, fit_hidden: np.ndarray | None, exit_layers: Sequence[int],
+                       tolerance: float, costs_ms: Sequence[float]) -> CandidatePath:
+    """The learned exit with a threshold per exit layer that prices computation: stop at layer ``i``
+    when the model's probability that the answer is final is at least ``1 - lam * saved_i``, where
+    ``saved_i`` is the share of the full model's cost still ahead (loads of streamed layers included).
+    Where stopping saves much (before a streamed part), less certainty is asked. Safe -> aggressive
+    as ``lam`` grows."""
+    model = LearnedExit.fit(fit, tuple(exit_layers), tolerance=tolerance, hidden=fit_hidden)
+    cum = np.cumsum(np.asarray(costs_ms, dtype=np.float64))
+    ahead = (cum[-1] - cum[:-1]) / max(cum[-1], 1e-9)  # share of the cost saved by stopping at each exit
+    tables, texts = [], []
+    for x in GRID:
+        lam = math.exp(-x) * 4.0 if x > 0 else 4.0
+        q = np.clip(1.0 - lam * ahead, 0.0, 1.0)
+        text = "learned:" + ",".join(f"{v:.12g}" for v in q)
+        if text not in texts:
+            texts.append(text)
+            tables.append([float(v) for v in text.partition(":")[2].split(",")] + [0.0])
+    order = sorted(range(len(texts)), key=lambda j: -sum(tables[j]))  # most demanding (safest) first
+    texts, table = [texts[j] for j in order], np.array([tables[j] for j in order])
+    return CandidatePath("learned-cost", texts, model.to_json(),
+                         lambda lg, hid: _first_stop(model.replay(lg, hid)[None] >= table[:, :, None]))
+
+
 def build_path(family: str, fit: np.ndarray, fit_hidden: np.ndarray | None, exit_layers: Sequence[int],
-           losses: np.ndarray | None, tolerance: float) -> CandidatePath:
+           losses: np.ndarray | None, tolerance: float, costs_ms: Sequence[float] | None = None) -> CandidatePath:
     if family == "confidence":
         return _confidence_path(fit, exit_layers)
     if family == "entropy":
@@ -186,4 +210,8 @@ def build_path(family: str, fit: np.ndarray, fit_hidden: np.ndarray | None, exit
         return _patience_path(fit, exit_layers, losses, tolerance)
     if family == "per-layer":
         return _per_layer_path(fit, exit_layers)
+    if family == "learned-cost":
+        if costs_ms is None:
+            raise ValueError("the learned-cost family needs each exit segment's cost")
+        return _learned_cost_path(fit, fit_hidden, exit_layers, tolerance, costs_ms)
     return _learned_path(fit, fit_hidden, exit_layers, tolerance)

@@ -60,7 +60,7 @@ __all__ = ["CertifiedPolicy", "Certificate", "FamilyResult", "certify_policy", "
            "expected_latency", "loss_table", "oracle_exits"]
 
 RISKS = ("disagreement", "accuracy-drop")
-FAMILIES = ("confidence", "entropy", "patience", "per-layer", "learned")
+FAMILIES = ("confidence", "entropy", "patience", "per-layer", "learned", "learned-cost")
 OBJECTIVES = ("layers", "latency")
 
 
@@ -280,6 +280,8 @@ def certify_policy(
     """
     logits = np.asarray(logits)
     families = tuple(dict.fromkeys(families))
+    if costs_ms is None and "learned-cost" in families and len(families) > 1:
+        families = tuple(f for f in families if f != "learned-cost")  # it prices segments it was not given
     _check(logits, exit_layers, num_layers, risk, eps, delta, families, objective, costs_ms, fit_fraction)
     for name, h, lg in (("hidden", hidden, logits), ("fit_hidden", fit_hidden, fit_logits)):
         if h is not None and (lg is None or np.ndim(h) != 3 or np.shape(h)[:2] != np.shape(lg)[:2]):
@@ -298,9 +300,9 @@ def certify_policy(
     cum_ms = None if costs_ms is None else np.cumsum(np.asarray(costs_ms, dtype=np.float64))
     cost_of = cum_ms if cum_ms is not None and objective == "latency" else positions
 
-    paths = {f: build_path(f, rows.fit, rows.fit_hidden, exit_layers, fit_losses, tolerance) for f in families}
+    paths = {f: build_path(f, rows.fit, rows.fit_hidden, exit_layers, fit_losses, tolerance, costs_ms) for f in families}
     chosen = families[0] if len(families) == 1 else _choose(
-        families, paths, rows, exit_layers, fit_losses, cost_of, eps, delta, tolerance)
+        families, paths, rows, exit_layers, fit_losses, cost_of, eps, delta, tolerance, costs_ms=costs_ms)
     per_family: dict[str, FamilyResult] = {}
     walks: dict[str, tuple[_Walk, np.ndarray]] = {}
     last = len(exit_layers) - 1
@@ -369,10 +371,10 @@ def _applicable(risk: str, families: tuple[str, ...], regression: bool, task: An
         elif labels is None or len(labels) != rows:
             raise UsageError("risk 'accuracy-drop' needs the calibration rows' labels (one per row)")
     if regression:
-        dropped = [f for f in families if f not in ("patience", "learned")]
+        dropped = [f for f in families if f not in ("patience", "learned", "learned-cost")]
         if dropped:
             notes.append(f"families {dropped} need class probabilities; regression uses patience and learned")
-        families = tuple(f for f in families if f in ("patience", "learned"))
+        families = tuple(f for f in families if f in ("patience", "learned", "learned-cost"))
         if not families:
             raise UsageError("a regression model can be certified with the patience or learned families only")
     return risk, families, notes
@@ -416,7 +418,7 @@ def _split(logits: np.ndarray, labels: np.ndarray | None, hidden: np.ndarray | N
 
 def _choose(families: Sequence[str], paths: dict[str, CandidatePath], rows: _Rows, exit_layers: Sequence[int],
             fit_losses: np.ndarray | None, cost_of: np.ndarray, eps: float, delta: float, tolerance: float,
-            folds: int = 3) -> str:
+            folds: int = 3, costs_ms: Sequence[float] | None = None) -> str:
     """The family to certify, chosen on the fit rows only: the lowest cost its path reaches while its
     fit-part risk stays within what the certification rows could certify (averaged over levels from
     half to twice that rate, to steady the estimate on few rows). Fitted families are scored
@@ -437,7 +439,7 @@ def _choose(families: Sequence[str], paths: dict[str, CandidatePath], rows: _Row
             for part in parts:
                 rest = np.setdiff1d(index, part)
                 built = build_path(f, fit[:, rest], None if fit_hidden is None else fit_hidden[:, rest], exit_layers,
-                               None, tolerance)
+                                   None, tolerance, costs_ms)
                 exits[:, part] = built.exits(fit[:, part], None if fit_hidden is None else fit_hidden[:, part])
         else:
             exits = paths[f].exits(fit, fit_hidden)

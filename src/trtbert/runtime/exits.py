@@ -305,9 +305,11 @@ def parse_rule(text: str, problem_type: str | None = None, params: Mapping[str, 
     if name == "learned":
         from trtbert.runtime.learned import learned_rule
 
-        if len(parts) > 1 or any(p == "" for p in parts):
-            raise UsageError(f"cannot read exit rule {raw!r}: write it as learned or learned:Q")
-        threshold = _number(raw, parts[0], float, 0.0, 1.0) if parts else None
+        if any(p == "" for p in parts):
+            raise UsageError(f"cannot read exit rule {raw!r}: write it as learned, learned:Q or learned:Q1,Q2,...")
+        values = [_number(raw, p, float, 0.0, 1.0) for p in parts]
+        threshold: float | tuple[float, ...] | None = (None if not values else values[0] if len(values) == 1
+                                                       else tuple(values))
         rule = learned_rule(text, threshold, params)
         if problem_type is not None:
             rule.check(problem_type)

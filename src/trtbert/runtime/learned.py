@@ -322,10 +322,11 @@ class LearnedExit:
 
 @dataclass(frozen=True)
 class Learned(ExitRule):
-    """Stop when the learned model's probability that the answer is final reaches ``threshold``."""
+    """Stop when the learned model's probability that the answer is final reaches ``threshold`` (one
+    value, or one per exit layer: a cost-aware policy asks for more certainty where stopping saves less)."""
 
     model: LearnedExit | None = None
-    threshold: float = 0.5
+    threshold: float | tuple[float, ...] = 0.5
 
     @property
     def needs_hidden(self) -> bool:  # type: ignore[override]
@@ -336,17 +337,31 @@ class Learned(ExitRule):
             raise UsageError(f"exit rule {self.text!r} was learned for a {self.model.problem} model but this "
                              f"bundle is {problem_type}; calibrate it again on this bundle")
 
+    def threshold_at(self, layer: int) -> float:
+        """The threshold at exit layer ``layer``."""
+        if isinstance(self.threshold, tuple):
+            assert self.model is not None
+            i = self.model.exit_layers.index(layer)
+            return self.threshold[i] if i < len(self.threshold) else math.inf
+        return self.threshold
+
     def step(self, state: ExitState, logits: np.ndarray, ctx: LayerContext) -> np.ndarray:
         assert self.model is not None
-        return self.model.probabilities(state, logits, ctx.layer, ctx.pooled) >= self.threshold
+        return self.model.probabilities(state, logits, ctx.layer, ctx.pooled) >= self.threshold_at(ctx.layer)
 
 
-def learned_rule(text: str, threshold: float | None, params: Mapping[str, Any] | None) -> Learned:
-    """The rule ``learned[:Q]`` with its parameters (see :func:`trtbert.runtime.exits.parse_rule`)."""
+def learned_rule(text: str, threshold: float | tuple[float, ...] | None, params: Mapping[str, Any] | None) -> Learned:
+    """The rule ``learned[:Q]`` or ``learned:Q1,...,Qn`` (one threshold per exit layer but the last) with its
+    parameters (see :func:`trtbert.runtime.exits.parse_rule`)."""
     if params is None:
         raise UsageError(f"exit rule {text!r} needs the learned model's parameters, which calibration stores in "
                          "the manifest's exit policy; run trtbert eval --calibrate first, or use the bundle's "
                          "default policy")
     model = LearnedExit.from_json(params)
+    if isinstance(threshold, tuple):
+        if len(threshold) != len(model.exit_layers) - 1:
+            raise UsageError(f"exit rule {text!r} has {len(threshold)} thresholds; the learned exit has "
+                             f"{len(model.exit_layers) - 1} exit layers before the last")
+        return Learned("learned:" + ",".join(f"{q:.12g}" for q in threshold), model, threshold)
     q = 0.5 if threshold is None else threshold
     return Learned(f"learned:{q:.12g}", model, q)

@@ -26,7 +26,7 @@ from trtbert.bundle.chain import run_chain, steps
 from trtbert.engines.base import Shared
 from trtbert.engines.registry import create_engine
 from trtbert.errors import MemoryCapError, UsageError
-from trtbert.memory import memory_limit, tune_allocator as tune_glibc
+from trtbert.memory import LARGE_MMAP_THRESHOLD, MMAP_THRESHOLD, memory_limit, tune_allocator as tune_glibc
 from trtbert.runtime.embeddings import EmbeddingTable
 from trtbert.runtime.exits import (
     Budget,
@@ -191,8 +191,9 @@ class Runner:
         cap = _resolve_cap(memory_cap, manifest.model, loading, shared_bytes, order, activations)
         pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes,
                           loading=loading)
-        if tune_allocator:
-            tune_glibc()
+        if tune_allocator:  # sessions freed and reloaded give their weights back; else activations reuse heap
+            reloads_sessions = cap is not None and engine_set.backend != "ort-stream"
+            tune_glibc(MMAP_THRESHOLD if reloads_sessions else LARGE_MMAP_THRESHOLD)
         runner = cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
         runner.activation_limit = activations
         return runner
