@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values (no scipy/sklearn)."""
+"""Metrics against hand-computed values and against scikit-learn and scipy (the device has neither)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,21 @@ def test_task_scores_from_logits() -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(DataError, match="same length"):
         accuracy([1, 0], [1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_agree_with_scikit_learn_and_scipy(seed: int) -> None:
+    """The numpy metrics (the device has no scipy) against the reference implementations."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    y, p = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    yb, pb = y % 2, p % 2
+    assert accuracy(p, y) == pytest.approx(100 * sk.accuracy_score(y, p))
+    assert f1(pb, yb) == pytest.approx(100 * sk.f1_score(yb, pb))
+    assert matthews(p, y) == pytest.approx(100 * sk.matthews_corrcoef(y, p))
+    assert matthews(pb, yb) == pytest.approx(100 * sk.matthews_corrcoef(yb, pb))
+    a, b = rng.normal(size=300), rng.integers(0, 6, 300).astype(float)  # ties in b
+    assert pearson(a, b) == pytest.approx(100 * scipy_stats.pearsonr(a, b)[0])
+    assert spearman(a, b) == pytest.approx(100 * scipy_stats.spearmanr(a, b)[0])
+    assert rankdata(b).tolist() == pytest.approx(scipy_stats.rankdata(b).tolist())
