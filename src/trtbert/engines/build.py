@@ -328,9 +328,11 @@ def remove_unreferenced(root: Path, manifest: B.Manifest) -> list[str]:
 
 
 def format_checks(checks: tuple[StageCheck, ...] | list[StageCheck]) -> str:
-    """The per-stage table: stage, file, size, max |diff|, bound, verdict."""
-    lines = [f"{'stage':<12} {'file':<34} {'MiB':>7} {'max|diff|':>10} {'bound':>9}  check"]
+    """The per-stage table: stage, file, size, max |diff|, bound, verdict (columns as wide as their entries)."""
+    sw = max([len("stage"), *(len(c.stage) for c in checks)])
+    fw = max([len("file"), *(len(c.file) for c in checks)])
+    lines = [f"{'stage':<{sw}} {'file':<{fw}} {'MiB':>7} {'max|diff|':>10} {'bound':>9}  check"]
     for c in checks:
-        lines.append(f"{c.stage:<12} {c.file:<34} {c.nbytes / 2**20:>7.2f} {c.max_diff:>10.2e} {c.bound:>9.1e}  "
+        lines.append(f"{c.stage:<{sw}} {c.file:<{fw}} {c.nbytes / 2**20:>7.2f} {c.max_diff:>10.2e} {c.bound:>9.1e}  "
                      f"{c.status}")
     return "\n".join(lines)
