@@ -73,14 +73,8 @@ def assert_bundle_verifies(root: Path, *sets: str) -> None:
     for name in sets:
         assert name in recorded, f"engine set {name!r} is not recorded in {root}/manifest.json"
 
-SENTENCES = [
-    "the movie was great and i loved it",
-    "a dull , boring film with no story",
-    "she said that he could not have been working",
-    "what a wonderful day for a walk in the park",
-    "the plot is thin but the actors are good",
-    "i would not watch this again",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import SENTENCES  # noqa: E402  (the tiny models' vocabulary holds their words)
 
 
 @contextlib.contextmanager

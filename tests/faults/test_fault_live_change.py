@@ -95,11 +95,7 @@ def test_weights_changed_during_run_stops_and_keeps_answers(bundle_copy: Path, s
                         "it is computed")
         written_before = len(out.lines)
         _change(target, how)
-        try:
-            proc.wait(timeout=120)
-        except Exception:
-            kill_group(proc)
-            proc.wait()
+        _wait(proc)
     finally:
         kill_group(proc)
     out.join()
@@ -110,6 +106,15 @@ def test_weights_changed_during_run_stops_and_keeps_answers(bundle_copy: Path, s
     assert len(records) >= written_before, "answers written before the change were lost"
     assert len(records) < ROWS, "the run went on to the end with a changed weights file"
     assert [r["text"] for r in records] == texts[:len(records)]
+
+
+def _wait(proc) -> None:
+    """Let the process end (it should stop by itself), killing its group if it does not in 2 minutes."""
+    try:
+        proc.wait(timeout=120)
+    except Exception:
+        kill_group(proc)
+        proc.wait()
 
 
 def test_weights_changed_during_eval_stops(bundle_copy: Path, stream_cap: str, tmp_path: Path) -> None:
@@ -127,11 +132,7 @@ def test_weights_changed_during_eval_stops(bundle_copy: Path, stream_cap: str, t
             pytest.fail(f"eval finished or showed no progress before the change could be made (rc "
                         f"{proc.poll()}): {err.text[-1500:]!r}")
         _change(target, "modify")
-        try:
-            proc.wait(timeout=120)
-        except Exception:
-            kill_group(proc)
-            proc.wait()
+        _wait(proc)
     finally:
         kill_group(proc)
     out.join()
