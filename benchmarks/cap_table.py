@@ -41,7 +41,7 @@ with Runner.from_bundle(bundle, engines=engines, memory_cap=None if cap == "unli
     seq = int(r.encoder.encode(texts).input_ids.shape[1])
     print(json.dumps({"cap": s.memory_cap, "plan": s.plan_bound, "peak_pool": s.peak_bytes, "over_cap": s.over_cap,
                       "loads": s.loads, "evictions": s.evictions, "pinned": len(s.pinned),
-                      "grow": peak_rss() - base, "bound": rss_bound(s.plan_bound, r.bundle.manifest.model, batch, seq),
+                      "grow": peak_rss() - base, "bound": rss_bound(s.memory_cap or s.plan_bound, r.bundle.manifest.model, batch, seq, r.allocator_slack),
                       "base": base, "ms": ms}))
 """
 MiB = 2**20

@@ -36,7 +36,7 @@ with Runner.from_bundle(sys.argv[1], memory_cap=cap, exit="none", tune_allocator
         r.predict(texts, batch_size=4)
     s = r.stats()
     seq = int(r.encoder.encode(texts).input_ids.shape[1])
-    print(json.dumps({"grow": peak_rss() - base, "bound": rss_bound(s.plan_bound, r.bundle.manifest.model, 4, seq),
+    print(json.dumps({"grow": peak_rss() - base, "bound": rss_bound(s.memory_cap or s.plan_bound, r.bundle.manifest.model, 4, seq, r.allocator_slack),
                       "peak_pool": s.peak_bytes, "cap": s.memory_cap, "plan": s.plan_bound,
                       "evictions": s.evictions}))
 """
@@ -53,7 +53,8 @@ def test_peak_rss_stays_within_the_stated_bound_at_every_cap(wide_bundle: Path) 
                               json.dumps(texts)], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         r = json.loads(out.stdout)
-        assert r["peak_pool"] <= r["plan"] and (cap is None or r["plan"] <= cap)
+        # the pool may keep streamed engines beyond the plan's need while they fit: the cap is the bound
+        assert r["peak_pool"] <= (r["plan"] if cap is None else cap) and (cap is None or r["plan"] <= cap)
         assert r["grow"] <= r["bound"], f"cap {cap}: RSS grew {r['grow'] / MiB:.1f} MiB > bound {r['bound'] / MiB:.1f}"
         if cap == caps[0]:
             assert r["evictions"] > 0  # the smallest cap really streams

@@ -46,7 +46,8 @@ from trtbert.sizes import format_size, parse_size
 log = logging.getLogger(__name__)
 
 AUTO_HEADROOM = 0.8  # share of the memory this process may still use that an automatic cap plans for
-ALLOCATOR_SLACK = 4 << 20  # heap the allocator keeps beyond what engines and activations hold (measured)
+ALLOCATOR_SLACK = 6 << 20  # heap the allocator keeps beyond engines and activations (measured: up to 4.1 MiB)
+LARGE_ALLOCATOR_SLACK = 16 << 20  # the same without a cap, where freed activations stay in the heap for reuse
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,13 @@ def activation_bytes(model: B.ModelInfo, batch: int, seq: int) -> int:
     return 4 * (batch * seq * (8 * h + 2 * 4 * h) + 2 * batch * heads * seq * seq)
 
 
-def rss_bound(engine_bytes: int, model: B.ModelInfo, batch: int, seq: int) -> int:
+def rss_bound(engine_bytes: int, model: B.ModelInfo, batch: int, seq: int, slack: int = ALLOCATOR_SLACK) -> int:
     """The most the process's RSS may grow above its baseline (interpreter, libraries, tokenizer, the
-    backend initialised): the engines the pool may hold (the plan's bound: at most the cap), the
-    activations of one stage at ``(batch, seq)``, and the allocator's slack. Tested from outside in
+    backend initialised): the engines the pool may hold (the cap; the plan's bound without one), the
+    activations of one stage at ``(batch, seq)``, and the allocator's slack (``Runner.allocator_slack``:
+    6 MiB under a cap, 16 MiB without one, where freed activations stay in the heap). Tested from outside in
     tests/runtime/test_memory.py; described in docs/memory.md."""
-    return engine_bytes + activation_bytes(model, batch, seq) + ALLOCATOR_SLACK
+    return engine_bytes + activation_bytes(model, batch, seq) + slack
 
 
 class Runner:
@@ -124,6 +126,7 @@ class Runner:
         self.rule = rule
         self.check = check
         self.activation_limit: int | None = None  # split batches whose activations would exceed it
+        self.allocator_slack = ALLOCATOR_SLACK  # heap the allocator may keep beyond engines and activations
         manifest = bundle.manifest
         self.labels = manifest.model.labels
         self.regression = manifest.model.problem_type == B.REGRESSION
@@ -191,11 +194,13 @@ class Runner:
         cap = _resolve_cap(memory_cap, manifest.model, loading, shared_bytes, order, activations)
         pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes,
                           loading=loading)
-        if tune_allocator:  # sessions freed and reloaded give their weights back; else activations reuse heap
-            reloads_sessions = cap is not None and engine_set.backend != "ort-stream"
-            tune_glibc(MMAP_THRESHOLD if reloads_sessions else LARGE_MMAP_THRESHOLD)
+        runner_slack = ALLOCATOR_SLACK
+        if tune_allocator:  # under a cap, freed memory goes back at once (the bound); unlimited, heap is reused
+            tune_glibc(MMAP_THRESHOLD if cap is not None else LARGE_MMAP_THRESHOLD)
+            runner_slack = ALLOCATOR_SLACK if cap is not None else LARGE_ALLOCATOR_SLACK
         runner = cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
         runner.activation_limit = activations
+        runner.allocator_slack = runner_slack
         return runner
 
     # --- public API ---------------------------------------------------------------------------------
