@@ -12,6 +12,11 @@ from trtbert.bundle.files import owning_output
 from trtbert.errors import TrtbertError, missing_extra
 
 
+def _short_rule(rule: str, width: int = 28) -> str:
+    """A legend-sized rule text: per-layer thresholds and learned weights are cut, the family kept."""
+    return rule if len(rule) <= width else rule.split(":")[0] + " (per layer)"
+
+
 def check_output(path: Path | None) -> None:
     """Refuse an output path that cannot be written, before any evaluation work."""
     if path is None:
@@ -115,7 +120,7 @@ def plot(reports: list[Any], path: Path) -> None:
         ax.axvline(report.oracle_layers, color="grey", ls=":", lw=1, label=f"{label}oracle layers")
         if report.calibration is not None:
             ax.scatter([report.avg_exit_layer], [report.score], marker="D", s=50, color="red", zorder=5,
-                       label=f"{label}calibrated {report.calibration.rule}")
+                       label=f"{label}certified {_short_rule(report.calibration.rule)}")
     r0 = reports[0]
     ax.set_xlabel("average layers run")
     ax.set_ylabel(f"{r0.metric} (points)")
