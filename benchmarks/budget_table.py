@@ -5,7 +5,10 @@
 
 One process: the full model (``--exit none``) and each budget run row by row, interleaved (for each
 row: the full model, then every budget), after a warm-up of 20 rows, so a noisy minute hits all of them.
-The budgets are multiples of the full model's p50 measured in a first pass over the same rows.
+The budgets are multiples of the full model's p50 measured in a first pass over the same rows. "Rows whose
+own full-model run fits" is the share of rows whose full-model latency in the same run is within the budget:
+the most a per-request budget can let through to the last exit without overrunning (latency grows with the
+input's length, so at 1x p50 the longer rows cannot finish in time).
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ def main() -> None:
                 runs[b].append(once(rule, text))
         print(f"full model: p50 {statistics.median(full):.2f} ms, mean {statistics.fmean(full):.2f} ms "
               f"(first pass p50 {p50:.2f} ms); {len(texts)} SST-2 dev rows, {args.engines} @ {args.memory_cap}")
-        print("| budget | x p50 | rows reaching the last exit | mean ms | p90 ms | mean within budget |")
-        print("|---|---|---|---|---|---|")
+        print("| budget | x p50 | rows reaching the last exit | rows whose own full-model run fits | mean ms | p90 ms "
+              "| mean within budget |")
+        print("|---|---|---|---|---|---|---|")
+        full_ms = np.array(full)
         for m, b in zip(args.multipliers.split(","), budgets):
             ms = np.array([r[0] for r in runs[b]])
             exits = np.array([r[1] for r in runs[b]])
-            print(f"| {b:.2f} ms | {m} | {100 * np.mean(exits == last):.1f}% | {ms.mean():.2f} | "
+            print(f"| {b:.2f} ms | {m} | {100 * np.mean(exits == last):.1f}% | {100 * np.mean(full_ms <= b):.1f}% | {ms.mean():.2f} | "
                   f"{np.percentile(ms, 90):.2f} | {'yes' if ms.mean() <= b else 'no'} |")
 
 

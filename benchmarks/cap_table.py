@@ -6,7 +6,7 @@ plan bound, RSS growth above the process baseline against the stated bound, load
 
 Each cap runs in its own process (so its peak RSS is its own): the runner is opened, the backend is
 initialised (one engine loaded and freed), that RSS is the baseline; then ``--rows`` SST-2 dev sentences
-run three times with ``--exit none``. The bound is ``plan bound + activations(batch, longest input) +
+run three times with ``--exit none``. The bound is ``cap (plan bound when unlimited) + activations(batch, longest input) +
 allocator slack`` (trtbert.runtime.runner.rss_bound). Without --caps: the smallest cap the set accepts,
 then 1.25x, 1.5x, 2x, 3x of it, and unlimited.
 """

@@ -135,6 +135,7 @@ class Engine(abc.ABC):
         self.check_files()
         start = time.perf_counter()
         self._load()
+        release_freed_memory()  # what loading freed (the graph read, weight copies) goes back now, not left in the heap
         self.load_seconds = time.perf_counter() - start
         self._loaded = True
         log.debug("loaded %s (%s) in %.1f ms", self.name, self.backend, self.load_seconds * 1e3)
