@@ -98,3 +98,36 @@ def test_no_heads_is_plain_fine_tuning(tiny_models: dict[str, Path], glue_tiny: 
                                 data_dir=glue_tiny, heads=False, **FAST))
     assert result.best[0] is None and result.best[-1] is not None
     assert ExitHeads.load(tmp_path / "out") is None
+
+
+def test_layer_weights_sum_to_one_and_price_computation() -> None:
+    from trtbert.train.exit_model import layer_weights
+
+    for scheme in ("pabee", "uniform", "cost"):
+        for layers in (1, 2, 6, 12):
+            assert abs(sum(layer_weights(layers, scheme)) - 1.0) < 1e-12
+    pabee, cost = layer_weights(6, "pabee"), layer_weights(6, "cost")
+    assert pabee == sorted(pabee) and pabee[-1] == 6 / 21  # PABEE: later layers weigh more
+    assert cost[:-1] == sorted(cost[:-1], reverse=True)  # cost: the exits that save more weigh more
+    assert cost[0] == cost[-1] > pabee[0]  # ... and the final exit stays as strong as the first
+    with pytest.raises(ValueError):
+        layer_weights(6, "nope")
+
+
+def test_layer_weights_change_training_and_are_recorded(tiny_models: dict[str, Path], glue_tiny: Path,
+                                                        tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    def run(scheme: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / scheme
+        train(TrainOptions(model=str(tiny_models["bert"]), task="sst2", out=out, data_dir=glue_tiny,
+                           layer_weights=scheme, **{**FAST, "epochs": 1}))
+        assert json.loads((out / "train_summary.json").read_text())["options"]["layer_weights"] == scheme
+        return load_file(str(out / "trtbert_heads.safetensors"))
+
+    pabee, cost = run("pabee"), run("cost")
+    assert not all(torch.equal(pabee[k], cost[k]) for k in pabee)
+    with pytest.raises(Exception, match="layer weights"):
+        TrainOptions(model="m", task="sst2", out=tmp_path / "x", layer_weights="nope")

@@ -150,6 +150,8 @@ def inspect(bundle: Path, verify: bool) -> None:
               show_default=True, help="How backbone and exit heads are trained.")
 @click.option("--readout", type=click.Choice(["mean", "pooler", "layer-pooler"]), default="mean",
               show_default=True, help="What each exit head reads from its layer.")
+@click.option("--layer-weights", type=click.Choice(["pabee", "uniform", "cost"]), default="pabee", show_default=True,
+              help="Weights of the exits' losses: pabee (layer i weighs i), uniform, cost (by the layers an exit saves).")
 @click.option("--epochs", default=3, show_default=True, type=POSITIVE)
 @click.option("--lr", default=5e-5, show_default=True, type=Number(low=0, open_low=True),
               help="Backbone + classifier learning rate.")
@@ -163,14 +165,15 @@ def inspect(bundle: Path, verify: bool) -> None:
 @click.option("--no-heads", is_flag=True, help="Plain fine-tuning without exit heads (the baseline).")
 @click.option("--overwrite", is_flag=True, help="Replace a checkpoint trtbert wrote (never other files).")
 def train(model: str, task: str, data_dir: Path | None, dataset: str, out: Path, objective: str, readout: str,
-          epochs: int, lr: float, head_lr: float, batch_size: int, max_seq_len: int, limit: int | None,
+          layer_weights: str, epochs: int, lr: float, head_lr: float, batch_size: int, max_seq_len: int, limit: int | None,
           eval_limit: int | None, seed: int, no_heads: bool, overwrite: bool) -> None:
     """Fine-tune MODEL on a GLUE task with an exit head per layer; write a HF checkpoint + heads."""
     from trtbert.train import TrainOptions
     from trtbert.train import train as run_training
 
     options = TrainOptions(model=model, task=task, out=out, data_dir=data_dir, dataset=dataset,
-                           objective=objective, readout=readout, heads=not no_heads, epochs=epochs, lr=lr,
+                           objective=objective, readout=readout, layer_weights=layer_weights,
+                           heads=not no_heads, epochs=epochs, lr=lr,
                            head_lr=head_lr, batch_size=batch_size, max_seq_len=max_seq_len, limit=limit,
                            eval_limit=eval_limit, seed=seed, overwrite=overwrite)
     result = run_training(options)

@@ -13,6 +13,7 @@ from torch import nn
 
 from trtbert.modeling.heads import ExitHeads, masked_mean
 from trtbert.modeling.specs import ArchSpec
+from trtbert.train.options import LAYER_WEIGHTS
 
 
 class ExitModel(nn.Module):
@@ -100,7 +101,24 @@ def distill_loss(
     return (1.0 - alpha) * hard + alpha * soft
 
 
-def pabee_weighted(losses: list[torch.Tensor]) -> torch.Tensor:
-    """PABEE's weighting: ``sum_i i * loss_i / sum_i i`` for layers ``i = 1 .. L`` (list order)."""
-    total = sum(i * loss for i, loss in enumerate(losses, start=1))
-    return total / (len(losses) * (len(losses) + 1) / 2)
+def layer_weights(num_layers: int, scheme: str = "pabee") -> list[float]:
+    """Loss weights of exits ``1 .. L`` (summing to 1).
+
+    - ``pabee``: ``i`` (PABEE, later layers weigh more);
+    - ``uniform``: all equal (DeeBERT's sum);
+    - ``cost``: prices computation: an exit at layer ``i < L`` weighs ``L + 1 - i`` (the layers it
+      saves, plus one), the final exit ``L`` (as much as the first: the full model stays the reference).
+    """
+    if scheme not in LAYER_WEIGHTS:
+        raise ValueError(f"unknown layer weights {scheme!r}")
+    L = num_layers
+    raw = ([float(i) for i in range(1, L + 1)] if scheme == "pabee" else [1.0] * L if scheme == "uniform"
+           else [float(L + 1 - i) for i in range(1, L)] + [float(L)])
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def pabee_weighted(losses: list[torch.Tensor], scheme: str = "pabee") -> torch.Tensor:
+    """``sum_i w_i * loss_i`` over layers ``i = 1 .. L`` (list order) with :func:`layer_weights`
+    (PABEE's ``i / sum_i i`` by default)."""
+    return sum(w * loss for w, loss in zip(layer_weights(len(losses), scheme), losses))

@@ -11,6 +11,7 @@ from trtbert.errors import UsageError
 from trtbert.modeling.checkpoint import READOUTS
 
 OBJECTIVES = ("joint", "two-stage", "heads-only", "distill")
+LAYER_WEIGHTS = ("pabee", "uniform", "cost")  # see train/exit_model.layer_weights
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,13 @@ class TrainOptions:
     weight_decay: float = 0.01
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5  # weight of the soft (teacher) loss in "distill"
+    layer_weights: str = "pabee"  # how the exits' losses are weighted (train/exit_model.layer_weights)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise UsageError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.layer_weights not in LAYER_WEIGHTS:
+            raise UsageError(f"unknown layer weights {self.layer_weights!r}; choose one of {', '.join(LAYER_WEIGHTS)}")
         if self.readout not in READOUTS:
             raise UsageError(f"unknown read-out {self.readout!r}; choose one of {', '.join(READOUTS)}")
         if not self.heads and self.objective != "joint":

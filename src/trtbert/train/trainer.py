@@ -219,7 +219,7 @@ class _Run:
                                               o.distill_temperature, o.distill_alpha))
             else:
                 per_layer.append(task_loss(layer_logits, labels, regression))
-        return pabee_weighted(per_layer + [last])
+        return pabee_weighted(per_layer + [last], o.layer_weights)
 
     def _evaluate_live(self, exit_model: nn.Module, dev_loader: Any) -> list[float | None]:
         exit_model.eval()
