@@ -183,6 +183,18 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> Proc:
     return Proc(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 
+def kill_when(proc: subprocess.Popen, predicate: Callable[[], Any], sig: int, timeout: float, what: str) -> Proc:
+    """Wait until ``predicate`` finds what a running ``proc`` writes (``what``: e.g. "engine file"), send
+    ``sig`` to its process group and return how it ended; the group is killed whatever happens."""
+    try:
+        hit = wait_for(predicate, timeout=timeout, interval=0.002, proc=proc)
+        assert hit and proc.poll() is None, f"the command wrote no {what} before it ended: {finish(proc)!r}"
+        kill_group(proc, sig)
+        return finish(proc, timeout=60)
+    finally:
+        kill_group(proc)
+
+
 # --- the error contract ---------------------------------------------------------------------------------
 
 

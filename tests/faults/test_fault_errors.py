@@ -79,6 +79,8 @@ WRONG_TYPES = {
     "hidden_size-string": (lambda m: m["model"].update(hidden_size="32"), r"hidden_size"),
     "labels-string": (lambda m: m["model"].update(labels="LABEL_0"), r"labels"),
     "stage-inputs-dict": (lambda m: m["stages"][1].update(inputs={"name": "hidden_states"}), r"inputs"),
+    "stage-kind-unknown": (lambda m: m["stages"][1].update(kind="lyr"), r"stages\[1\]\.kind must be one of embeddings"),
+    "problem_type-unknown": (lambda m: m["model"].update(problem_type="x"), r"model\.problem_type must be one of"),
 }
 
 

@@ -28,14 +28,13 @@ from faultkit import (
     cli,
     created_in,
     finish,
-    kill_group,
+    kill_when,
     leftovers,
     new_files,
     run_cli,
     set_files,
     spawn,
     unlisted_engine_files,
-    wait_for,
 )
 
 # build --overwrite of an existing set, in the order they are reached. A design without one of these
@@ -96,15 +95,9 @@ def test_build_killed_while_building(bundle_copy: Path, sig: int) -> None:
     known = all_files(area)
     fresh = new_files(area, known, OUTPUTS)
     proc = spawn("build", bundle_copy, "--int8", "--stream", "--overwrite")
-    try:
-        # an engine being written (not a scratch file beside the bundle's own onnx/ graphs)
-        hit = wait_for(lambda: [f for f in fresh() if not f.startswith("bundle/onnx/")], timeout=90,
-                       interval=0.002, proc=proc)
-        assert hit and proc.poll() is None, f"the build wrote no engine file before it ended: {finish(proc)!r}"
-        kill_group(proc, sig)
-        result = finish(proc, timeout=60)
-    finally:
-        kill_group(proc)
+    # an engine being written (not a scratch file beside the bundle's own onnx/ graphs)
+    result = kill_when(proc, lambda: [f for f in fresh() if not f.startswith("bundle/onnx/")], sig, timeout=90,
+                       what="engine file")
     assert result.returncode != 0, f"the build finished despite the signal: {result!r}"
     assert_bundle_verifies(bundle_copy, INT8, STREAM)
     assert_set_runs(bundle_copy, STREAM)
@@ -138,13 +131,7 @@ def test_export_killed_while_writing(model_dir: Path, tmp_path: Path, sig: int) 
     area.mkdir()
     out = area / "b"
     proc = spawn("export", "--model", model_dir, "--out", out)
-    try:
-        hit = wait_for(new_files(area, set(), OUTPUTS), timeout=120, interval=0.002, proc=proc)
-        assert hit and proc.poll() is None, f"the export wrote no stage file before it ended: {finish(proc)!r}"
-        kill_group(proc, sig)
-        result = finish(proc, timeout=60)
-    finally:
-        kill_group(proc)
+    result = kill_when(proc, new_files(area, set(), OUTPUTS), sig, timeout=120, what="stage file")
     assert result.returncode != 0, f"the export finished despite the signal: {result!r}"
     assert not (out / "manifest.json").exists(), "an interrupted export left a manifest"
     if sig == signal.SIGTERM:

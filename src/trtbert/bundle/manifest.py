@@ -228,6 +228,15 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
+    """A check that the value is one of ``choices``."""
+    def check(value: Any, where: str) -> str:
+        if _str(value, where) not in choices:
+            raise _Bad(where, f"one of {', '.join(choices)}")
+        return value
+    return check
+
+
 def _list(value: Any, where: str, item: Callable[[Any, str], Any], nonempty: bool = False) -> tuple[Any, ...]:
     if not isinstance(value, list) or (nonempty and not value):
         raise _Bad(where, "a non-empty list" if nonempty else "a list")
@@ -248,11 +257,8 @@ def _tensor(value: Any, where: str) -> TensorSpec:
 
 def _stage(value: Any, where: str) -> Stage:
     d = _obj(value, where)
-    kind = _get(d, "kind", where, _str)
-    if kind not in STAGE_KINDS:
-        raise _Bad(f"{where}.kind", f"one of {', '.join(STAGE_KINDS)}")
     return Stage(
-        name=_get(d, "name", where, _str), kind=kind, file=_get(d, "file", where, _str),
+        name=_get(d, "name", where, _str), kind=_get(d, "kind", where, _one_of(STAGE_KINDS)), file=_get(d, "file", where, _str),
         inputs=_get(d, "inputs", where, lambda v, w: _list(v, w, _tensor, nonempty=True)),
         outputs=_get(d, "outputs", where, lambda v, w: _list(v, w, _tensor, nonempty=True)),
         layer=_get(d, "layer", where, lambda v, w: None if v is None else _pos(v, w), None),
@@ -270,15 +276,13 @@ def _file(value: Any, where: str) -> FileEntry:
 
 def _model(value: Any, where: str) -> ModelInfo:
     d = _obj(value, where)
-    problem = _get(d, "problem_type", where, _str)
-    if problem not in PROBLEM_TYPES:
-        raise _Bad(f"{where}.problem_type", f"one of {', '.join(PROBLEM_TYPES)}")
     return ModelInfo(
         source=_get(d, "source", where, _str), revision=_get(d, "revision", where, _opt_str, None),
         model_type=_get(d, "model_type", where, _str), hidden_size=_get(d, "hidden_size", where, _pos),
         embedding_size=_get(d, "embedding_size", where, _pos), num_layers=_get(d, "num_layers", where, _pos),
         num_heads=_get(d, "num_heads", where, _pos), vocab_size=_get(d, "vocab_size", where, _pos),
-        max_positions=_get(d, "max_positions", where, _pos), problem_type=problem,
+        max_positions=_get(d, "max_positions", where, _pos),
+        problem_type=_get(d, "problem_type", where, _one_of(PROBLEM_TYPES)),
         labels=_get(d, "labels", where, lambda v, w: _list(v, w, _str)),
         uses_token_type_ids=_get(d, "uses_token_type_ids", where, _bool),
         pad_token_id=_get(d, "pad_token_id", where, _int),
