@@ -118,7 +118,7 @@ def layer_weights(num_layers: int, scheme: str = "pabee") -> list[float]:
     return [w / total for w in raw]
 
 
-def pabee_weighted(losses: list[torch.Tensor], scheme: str = "pabee") -> torch.Tensor:
+def weighted_loss(losses: list[torch.Tensor], scheme: str = "pabee") -> torch.Tensor:
     """``sum_i w_i * loss_i`` over layers ``i = 1 .. L`` (list order) with :func:`layer_weights`
     (PABEE's ``i / sum_i i`` by default)."""
     return sum(w * loss for w, loss in zip(layer_weights(len(losses), scheme), losses))

@@ -33,7 +33,7 @@ from trtbert.modeling.source import load_pretrained
 from trtbert.modeling.specs import ArchSpec, get_spec
 from trtbert.train.output import check_out, summary_json, write_checkpoint
 from trtbert.train.dataset import EncodedDataset, make_collate, make_loader
-from trtbert.train.exit_model import CachedHeads, ExitModel, distill_loss, pabee_weighted, readout_features, task_loss
+from trtbert.train.exit_model import CachedHeads, ExitModel, distill_loss, weighted_loss, readout_features, task_loss
 from trtbert.train.options import EpochResult, TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class _Run:
                                               o.distill_temperature, o.distill_alpha))
             else:
                 per_layer.append(task_loss(layer_logits, labels, regression))
-        return pabee_weighted(per_layer + [last], o.layer_weights)
+        return weighted_loss(per_layer + [last], o.layer_weights)
 
     def _evaluate_live(self, exit_model: nn.Module, dev_loader: Any) -> list[float | None]:
         exit_model.eval()
