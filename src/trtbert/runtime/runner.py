@@ -194,13 +194,12 @@ class Runner:
         cap = _resolve_cap(memory_cap, manifest.model, loading, shared_bytes, order, activations)
         pool = EnginePool(engines_by_key, order, sizes, memory_cap=cap, prefetch=prefetch, shared=shared_bytes,
                           loading=loading)
-        runner_slack = ALLOCATOR_SLACK
-        if tune_allocator:  # under a cap, freed memory goes back at once (the bound); unlimited, heap is reused
-            tune_glibc(MMAP_THRESHOLD if cap is not None else LARGE_MMAP_THRESHOLD)
-            runner_slack = ALLOCATOR_SLACK if cap is not None else LARGE_ALLOCATOR_SLACK
+        reuse_heap = tune_allocator and cap is None  # unlimited: freed activations stay in the heap for reuse
+        if tune_allocator:  # under a cap, freed memory goes back at once (the bound)
+            tune_glibc(LARGE_MMAP_THRESHOLD if reuse_heap else MMAP_THRESHOLD)
         runner = cls(bundle, engine_set, pool, TextEncoder.from_bundle(bundle), rule, check, shared)
         runner.activation_limit = activations
-        runner.allocator_slack = runner_slack
+        runner.allocator_slack = LARGE_ALLOCATOR_SLACK if reuse_heap else ALLOCATOR_SLACK
         return runner
 
     # --- public API ---------------------------------------------------------------------------------
